@@ -1,0 +1,6 @@
+"""twins-trt: Twins vision transformers from PyTorch to ONNX and TensorRT, verified and benchmarked."""
+
+from twins_trt.models import VARIANTS, TwinsConfig, create_model, list_variants, resolve_variant
+
+__version__ = "0.1.0"
+__all__ = ["VARIANTS", "TwinsConfig", "create_model", "list_variants", "resolve_variant", "__version__"]

@@ -1,0 +1,56 @@
+"""Typed errors. Library code raises these with the numbers in them; only CLIs turn them into exit codes."""
+
+from __future__ import annotations
+
+
+class TwinsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class UnknownVariantError(TwinsError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class InputSizeError(TwinsError, ValueError):
+    """An image size the model or an export cannot take."""
+
+
+class WeightsError(TwinsError, ValueError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+class ExportError(TwinsError, RuntimeError):
+    """torch -> ONNX, or an ONNX precision conversion, failed."""
+
+
+class VerificationError(TwinsError, ValueError):
+    """An artifact's outputs disagree with PyTorch beyond the stated tolerance."""
+
+
+class GraphCheckError(TwinsError, ValueError):
+    """The exported graph contains forbidden ops or the wrong attention structure."""
+
+
+class CalibrationDataError(TwinsError, ValueError):
+    """Calibration images missing, unreadable or too few."""
+
+
+class OutputDirError(TwinsError, OSError):
+    """An output directory that cannot be created or written."""
+
+
+class BackendUnavailableError(TwinsError, RuntimeError):
+    """A backend (TensorRT, CUDA, an ONNX Runtime provider) is missing on this machine."""
+
+
+class EngineMismatchError(TwinsError, RuntimeError):
+    """An engine built for another TensorRT version or another GPU."""
+
+
+class BuildError(TwinsError, RuntimeError):
+    """The ONNX parser or the TensorRT builder failed."""
+
+
+class RegressionError(TwinsError, RuntimeError):
+    """A benchmark figure regressed beyond the allowed bound."""

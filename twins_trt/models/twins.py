@@ -1,0 +1,349 @@
+"""Twins-PCPVT and Twins-SVT with an export-ready forward.
+
+Paper: "Twins: Revisiting the Design of Spatial Attention in Vision Transformers", Chu et al.,
+NeurIPS 2021 (https://arxiv.org/abs/2104.13840). Architecture and parameter names follow the
+official release (Meituan-AutoML/Twins, Apache-2.0) and timm's ``timm/models/twins.py``
+(Apache-2.0), so both sets of published weights load unchanged. Written anew for deployment:
+
+* attention is explicit ``MatMul -> Softmax -> MatMul`` unless ``attn_impl="sdpa"`` (eager only);
+* q/k/v are separated with one ``Split`` instead of ``unbind`` (no Gather/Slice+Squeeze chains);
+* the batch dimension is always written as ``-1`` in reshapes, so a dynamic-batch export keeps
+  constant reshape shapes (no Shape -> Gather -> Concat chains);
+* window padding is emitted only when a feature map does not divide by the window, with static
+  amounts; under symbolic H/W (dynamic-shape export) it is always emitted, so a graph traced at 224
+  still pads correctly at 256.
+
+Reading order: blocks -> model -> variant table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from twins_trt.errors import InputSizeError, UnknownVariantError
+
+AttnImpl = Literal["explicit", "sdpa"]
+Size = tuple[int, int]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+STRIDE = 32  # total downsampling; feature mode needs inputs that divide by it
+
+
+def _is_static(*dims) -> bool:
+    return all(isinstance(d, int) for d in dims)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, impl: AttnImpl) -> torch.Tensor:
+    """softmax(q k^T * scale) v over the last two dims, as plain matmuls unless SDPA is asked for."""
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    attn = (q * scale) @ k.transpose(-2, -1)
+    return attn.softmax(dim=-1) @ v
+
+
+class LocallyGroupedAttn(nn.Module):
+    """LSA: self-attention inside non-overlapping ws x ws windows (no shift, ever)."""
+
+    def __init__(self, dim: int, num_heads: int, ws: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must divide by num_heads {num_heads}")
+        self.dim, self.num_heads, self.ws = dim, num_heads, ws
+        self.scale = (dim // num_heads) ** -0.5
+        self.attn_impl: AttnImpl = "explicit"
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        _, N, C = x.shape
+        H, W = size
+        ws, nh = self.ws, self.num_heads
+        pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
+        x = x.view(-1, H, W, C)
+        padded = not _is_static(H, W) or pad_r > 0 or pad_b > 0
+        if padded:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        gh, gw = (H + pad_b) // ws, (W + pad_r) // ws
+        # (B, gh, ws, gw, ws, C) -> one row per window: (B*gh*gw, ws*ws, C)
+        x = x.view(-1, gh, ws, gw, ws, C).transpose(2, 3).reshape(-1, ws * ws, C)
+        qkv = self.qkv(x).view(-1, ws * ws, 3 * nh, C // nh).transpose(1, 2)
+        q, k, v = qkv.split(nh, dim=1)
+        x = _attention(q, k, v, self.scale, self.attn_impl)  # (B*G, nh, ws*ws, hd)
+        x = x.transpose(1, 2).reshape(-1, gh, gw, ws, ws, C).transpose(2, 3).reshape(-1, gh * ws, gw * ws, C)
+        if padded:
+            x = x[:, :H, :W, :]
+        return self.proj(x.reshape(-1, N, C))
+
+
+class GlobalSubSampleAttn(nn.Module):
+    """GSA: every token attends to a strided-conv summary of the map (PCPVT's only attention)."""
+
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must divide by num_heads {num_heads}")
+        self.dim, self.num_heads, self.sr_ratio = dim, num_heads, sr_ratio
+        self.scale = (dim // num_heads) ** -0.5
+        self.attn_impl: AttnImpl = "explicit"
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, dim * 2)
+        self.proj = nn.Linear(dim, dim)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+        else:
+            self.sr = None
+            self.norm = None
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        _, N, C = x.shape
+        H, W = size
+        nh = self.num_heads
+        q = self.q(x).view(-1, N, nh, C // nh).transpose(1, 2)
+        if self.sr is not None:
+            x = self.sr(x.transpose(1, 2).reshape(-1, C, H, W)).flatten(2).transpose(1, 2)
+            x = self.norm(x)
+            M = (H // self.sr_ratio) * (W // self.sr_ratio)
+        else:
+            M = N
+        k, v = self.kv(x).view(-1, M, 2 * nh, C // nh).transpose(1, 2).split(nh, dim=1)
+        x = _attention(q, k, v, self.scale, self.attn_impl)  # (B, nh, N, hd)
+        return self.proj(x.transpose(1, 2).reshape(-1, N, C))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, sr_ratio: int, ws: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        if ws == 1:
+            self.attn: nn.Module = GlobalSubSampleAttn(dim, num_heads, sr_ratio)
+        else:
+            self.attn = LocallyGroupedAttn(dim, num_heads, ws)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), size)
+        return x + self.mlp(self.norm2(x))
+
+
+class PosConv(nn.Module):
+    """PEG (CPVT): depthwise 3x3 conv on the token map, added back. Gives position without a table."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1, groups=dim))
+
+    def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
+        C = x.shape[2]
+        feat = x.transpose(1, 2).reshape(-1, C, *size)
+        return (self.proj(feat) + feat).flatten(2).transpose(1, 2)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, in_chans: int, dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Size]:
+        H, W = x.shape[-2:]
+        x = self.norm(self.proj(x).flatten(2).transpose(1, 2))
+        return x, (H // self.patch_size, W // self.patch_size)
+
+
+@dataclass(frozen=True)
+class TwinsConfig:
+    """One variant: architecture plus the preprocessing its published weights expect (timm `_cfg`)."""
+
+    name: str
+    timm_name: str
+    official_name: str
+    embed_dims: tuple[int, int, int, int]
+    num_heads: tuple[int, int, int, int]
+    mlp_ratios: tuple[float, float, float, float]
+    depths: tuple[int, int, int, int]
+    sr_ratios: tuple[int, int, int, int] = (8, 4, 2, 1)
+    wss: tuple[int, int, int, int] | None = None  # None: PCPVT (GSA everywhere); else SVT's LSA window
+    patch_size: int = 4
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.9
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_classes: int = 1000
+
+    @property
+    def family(self) -> str:
+        return "pcpvt" if self.wss is None else "svt"
+
+    @property
+    def num_attention_layers(self) -> int:
+        return sum(self.depths)
+
+    def window(self, stage: int, block: int) -> int:
+        """1 means GSA; anything else is the LSA window. SVT alternates LSA, GSA, LSA, ..."""
+        return 1 if self.wss is None or block % 2 == 1 else self.wss[stage]
+
+
+_PCPVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4))
+_SVT = dict(mlp_ratios=(4, 4, 4, 4), wss=(7, 7, 7, 7))
+
+VARIANTS: dict[str, TwinsConfig] = {
+    c.name: c
+    for c in (
+        TwinsConfig("pcpvt_s", "twins_pcpvt_small", "pcpvt_small_v0", depths=(3, 4, 6, 3), **_PCPVT),
+        TwinsConfig("pcpvt_b", "twins_pcpvt_base", "pcpvt_base_v0", depths=(3, 4, 18, 3), **_PCPVT),
+        TwinsConfig("pcpvt_l", "twins_pcpvt_large", "pcpvt_large_v0", depths=(3, 8, 27, 3), **_PCPVT),
+        TwinsConfig("svt_s", "twins_svt_small", "alt_gvt_small", embed_dims=(64, 128, 256, 512),
+                    num_heads=(2, 4, 8, 16), depths=(2, 2, 10, 4), **_SVT),
+        TwinsConfig("svt_b", "twins_svt_base", "alt_gvt_base", embed_dims=(96, 192, 384, 768),
+                    num_heads=(3, 6, 12, 24), depths=(2, 2, 18, 2), **_SVT),
+        TwinsConfig("svt_l", "twins_svt_large", "alt_gvt_large", embed_dims=(128, 256, 512, 1024),
+                    num_heads=(4, 8, 16, 32), depths=(2, 2, 18, 2), **_SVT),
+    )
+}
+_ALIASES = {alias: c.name for c in VARIANTS.values() for alias in (c.name, c.timm_name, c.official_name)}
+
+
+def list_variants() -> list[str]:
+    return list(VARIANTS)
+
+
+def resolve_variant(name: str) -> TwinsConfig:
+    """Our name, timm's (`twins_svt_small`) or the official one (`alt_gvt_small`)."""
+    key = _ALIASES.get(name.strip().lower().removesuffix(".in1k"))
+    if key is None:
+        raise UnknownVariantError(
+            f"unknown Twins variant {name!r}; expected one of {', '.join(VARIANTS)} "
+            f"(timm and official names are accepted too: {', '.join(sorted(set(_ALIASES) - set(VARIANTS)))})"
+        )
+    return VARIANTS[key]
+
+
+def check_input_size(height: int, width: int, what: str = "input") -> None:
+    """Feature maps must come out whole at stride 32; name the nearest sizes that do."""
+    bad = [d for d in (height, width) if d <= 0 or d % STRIDE]
+    if bad:
+        def near(d: int) -> str:
+            lo = max(STRIDE, d // STRIDE * STRIDE)
+            return str(lo) if lo == d + (STRIDE - d % STRIDE) else f"{lo} or {lo + STRIDE}"
+        raise InputSizeError(
+            f"{what} size {height}x{width} is not a multiple of {STRIDE}; "
+            f"nearest valid: height {near(height) if height % STRIDE else height}, "
+            f"width {near(width) if width % STRIDE else width}"
+        )
+
+
+class Twins(nn.Module):
+    """Twins classifier, or with ``features=True`` a backbone returning four NCHW maps (strides 4..32)."""
+
+    def __init__(self, cfg: TwinsConfig, num_classes: int = 1000, features: bool = False, in_chans: int = 3):
+        super().__init__()
+        self.cfg = cfg
+        self.features_only = features
+        self.num_classes = 0 if features else num_classes
+        self.embed_dims = cfg.embed_dims
+        self.patch_embeds = nn.ModuleList()
+        prev, patch = in_chans, cfg.patch_size
+        for dim in cfg.embed_dims:
+            self.patch_embeds.append(PatchEmbed(patch, prev, dim))
+            prev, patch = dim, 2
+        self.blocks = nn.ModuleList(
+            nn.ModuleList(
+                Block(cfg.embed_dims[k], cfg.num_heads[k], cfg.mlp_ratios[k], cfg.sr_ratios[k], cfg.window(k, i))
+                for i in range(cfg.depths[k])
+            )
+            for k in range(4)
+        )
+        self.pos_block = nn.ModuleList(PosConv(dim) for dim in cfg.embed_dims)
+        self.norm = nn.LayerNorm(cfg.embed_dims[-1], eps=1e-6)
+        self.head = nn.Linear(cfg.embed_dims[-1], num_classes) if self.num_classes > 0 else nn.Identity()
+        if features:  # a backbone has neither; published classifier weights drop them by name
+            del self.norm
+            self.head = nn.Identity()
+        self.apply(_init_weights)
+
+    def set_attn_impl(self, impl: AttnImpl) -> Twins:
+        if impl not in ("explicit", "sdpa"):
+            raise ValueError(f"attn_impl must be 'explicit' or 'sdpa', got {impl!r}")
+        for m in self.modules():
+            if isinstance(m, (LocallyGroupedAttn, GlobalSubSampleAttn)):
+                m.attn_impl = impl
+        return self
+
+    @property
+    def attn_impl(self) -> AttnImpl:
+        return self.blocks[0][0].attn.attn_impl
+
+    def _run(self, x: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Four stages; returns the last stage's tokens and, if given a list, fills it with NCHW maps."""
+        H, W = x.shape[-2:]
+        if _is_static(H, W):
+            check_input_size(H, W)
+        last = len(self.blocks) - 1
+        for i, (embed, blocks, peg) in enumerate(zip(self.patch_embeds, self.blocks, self.pos_block)):
+            x, size = embed(x)
+            for j, blk in enumerate(blocks):
+                x = blk(x, size)
+                if j == 0:
+                    x = peg(x, size)  # PEG after the first block of every stage
+            if i < last or maps is not None:
+                fmap = x.transpose(1, 2).reshape(-1, x.shape[2], *size)
+                if maps is not None:
+                    maps.append(fmap)
+                if i < last:
+                    x = fmap
+        return x
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four stage maps, NCHW at strides 4, 8, 16, 32 (the last one before the final norm)."""
+        maps: list[torch.Tensor] = []
+        self._run(x, maps)
+        return maps
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self._run(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor):
+        if self.features_only:
+            return tuple(self.forward_intermediates(x))
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Conv2d):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
