@@ -6,6 +6,8 @@ import logging
 import os
 import warnings
 
+import torch
+
 from twins_trt.models.twins import (
     VARIANTS,
     AttnImpl,
@@ -33,14 +35,19 @@ def create_model(
     num_classes: int = 1000,
     features: bool = False,
     attn_impl: AttnImpl = "explicit",
+    seed: int | None = None,
 ) -> Twins:
     """A Twins model in eval mode.
 
     weights: a .pth/.pt/.safetensors path, "timm" for timm's published ImageNet weights, or None
     for random initialisation (with a loud warning). features=True gives the four-stage backbone.
+    seed makes a random initialisation reproducible without touching the caller's RNG.
     """
     cfg = resolve_variant(name)
-    model = Twins(cfg, num_classes=num_classes, features=features).set_attn_impl(attn_impl)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = Twins(cfg, num_classes=num_classes, features=features).set_attn_impl(attn_impl)
     if weights is None:
         warnings.warn(
             f"twins_trt: {cfg.name} has RANDOM weights; its outputs are meaningless for accuracy "

@@ -1,0 +1,170 @@
+"""What an exported graph is made of, and proof that its attention is shift-free and matmul-only.
+
+The report counts nodes and op types, finds attention as MatMul -> Softmax -> MatMul chains (the
+scale Mul, casts and Q/DQ pairs may sit between them), and counts what must not be there: Roll and
+the Slice/Concat cyclic shift Swin needs, ScatterND, NonZero, Loop and If, and in a static export
+Pad and reshapes whose shape is computed from `Shape` at run time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import onnx
+
+ALWAYS_FORBIDDEN = ("Roll", "ScatterND", "ScatterElements", "NonZero", "Loop", "If")
+STATIC_FORBIDDEN = ("Pad", "Shape")  # a static export at a window-divisible size needs neither
+PASS_THROUGH = {"Mul", "Div", "Cast", "QuantizeLinear", "DequantizeLinear", "Add", "Transpose", "Identity"}
+
+
+@dataclass
+class GraphReport:
+    name: str
+    nodes: int
+    ops: dict[str, int]
+    attention_chains: int
+    expected_attention_layers: int | None
+    forbidden: dict[str, int] = field(default_factory=dict)
+    static: bool = True
+
+    @property
+    def forbidden_total(self) -> int:
+        return sum(self.forbidden.values())
+
+    @property
+    def ok(self) -> bool:
+        attn_ok = self.expected_attention_layers is None or self.attention_chains == self.expected_attention_layers
+        return attn_ok and self.forbidden_total == 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(forbidden_total=self.forbidden_total, ok=self.ok)
+        return d
+
+    def problems(self) -> list[str]:
+        out = [f"{n} x {op}" for op, n in self.forbidden.items() if n]
+        if self.expected_attention_layers is not None and self.attention_chains != self.expected_attention_layers:
+            out.append(f"{self.attention_chains} MatMul->Softmax->MatMul chains, expected {self.expected_attention_layers}")
+        return out
+
+
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in graph.node for o in n.output}
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def count_attention_chains(graph: onnx.GraphProto, max_hops: int = 4) -> int:
+    """Softmax nodes fed by a MatMul and feeding a MatMul, through at most `max_hops` simple ops."""
+    prod, cons = _producers(graph), _consumers(graph)
+
+    def reaches_back(tensor: str, hops: int) -> bool:
+        node = prod.get(tensor)
+        if node is None or hops < 0:
+            return False
+        if node.op_type == "MatMul":
+            return True
+        return node.op_type in PASS_THROUGH and any(reaches_back(i, hops - 1) for i in node.input[:1])
+
+    def reaches_forward(tensor: str, hops: int) -> bool:
+        if hops < 0:
+            return False
+        for node in cons.get(tensor, []):
+            if node.op_type == "MatMul" and node.input[0] == tensor:
+                return True
+            if node.op_type in PASS_THROUGH and any(reaches_forward(o, hops - 1) for o in node.output):
+                return True
+        return False
+
+    return sum(
+        1 for n in graph.node
+        if n.op_type == "Softmax" and reaches_back(n.input[0], max_hops) and reaches_forward(n.output[0], max_hops)
+    )
+
+
+def count_cyclic_shifts(graph: onnx.GraphProto) -> int:
+    """Concats whose inputs are Slices of one tensor: how torch.roll (Swin's shift) is exported."""
+    prod = _producers(graph)
+    hits = 0
+    for n in graph.node:
+        if n.op_type != "Concat" or len(n.input) < 2:
+            continue
+        sources = [prod.get(i) for i in n.input]
+        if all(s is not None and s.op_type == "Slice" for s in sources) and len({s.input[0] for s in sources}) == 1:
+            hits += 1
+    return hits
+
+
+def _constant_names(graph: onnx.GraphProto) -> set[str]:
+    names = {i.name for i in graph.initializer}
+    names |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return names
+
+
+def count_dynamic_reshapes(graph: onnx.GraphProto) -> int:
+    consts = _constant_names(graph)
+    return sum(1 for n in graph.node if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] not in consts)
+
+
+def is_static(model: onnx.ModelProto) -> bool:
+    for vi in model.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value"):
+                return False
+    return True
+
+
+def report_graph(model: onnx.ModelProto | str | os.PathLike, expected_attention_layers: int | None = None,
+                 name: str | None = None, static: bool | None = None, pad_allowed: bool = False) -> GraphReport:
+    """Build the report. `static=None` reads it off the graph's inputs; `pad_allowed` for sizes whose
+    feature maps do not divide by the window (static pads are then expected)."""
+    if not isinstance(model, onnx.ModelProto):
+        name = name or Path(model).name
+        model = onnx.load(str(model), load_external_data=False)
+    graph = model.graph
+    static = is_static(model) if static is None else static
+    ops = Counter(n.op_type for n in graph.node)
+    forbidden = {op: ops.get(op, 0) for op in ALWAYS_FORBIDDEN}
+    forbidden["cyclic_shift(Slice->Concat)"] = count_cyclic_shifts(graph)
+    if static:
+        for op in STATIC_FORBIDDEN:
+            if not (op == "Pad" and pad_allowed):
+                forbidden[op] = ops.get(op, 0)
+        forbidden["dynamic_reshape"] = count_dynamic_reshapes(graph)
+    return GraphReport(
+        name=name or graph.name or "model",
+        nodes=len(graph.node),
+        ops=dict(ops.most_common()),
+        attention_chains=count_attention_chains(graph),
+        expected_attention_layers=expected_attention_layers,
+        forbidden=forbidden,
+        static=static,
+    )
+
+
+def format_report(reports: list[GraphReport], top: int = 12) -> str:
+    """Side by side: one column per graph."""
+    ops = Counter()
+    for r in reports:
+        ops.update(r.ops)
+    rows = [("nodes", [str(r.nodes) for r in reports]),
+            ("attention chains", [f"{r.attention_chains}" + (f"/{r.expected_attention_layers}"
+                                  if r.expected_attention_layers is not None else "") for r in reports]),
+            ("forbidden ops", [str(r.forbidden_total) for r in reports])]
+    rows += [(f"  {op}", [str(r.ops.get(op, 0)) for r in reports]) for op, _ in ops.most_common(top)]
+    forb = sorted({k for r in reports for k, v in r.forbidden.items() if v})
+    rows += [(f"  forbidden {k}", [str(r.forbidden.get(k, 0)) for r in reports]) for k in forb]
+    w0 = max(len(r[0]) for r in rows)
+    widths = [max(len(r.name), 8) for r in reports]
+    lines = ["".ljust(w0) + "  " + "  ".join(r.name.rjust(w) for r, w in zip(reports, widths))]
+    lines += [label.ljust(w0) + "  " + "  ".join(v.rjust(w) for v, w in zip(vals, widths)) for label, vals in rows]
+    return "\n".join(lines)

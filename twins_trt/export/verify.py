@@ -1,0 +1,87 @@
+"""Artifact vs PyTorch fp32 on the same inputs: the figures, the tolerance, and a clear pass or fail."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from twins_trt.errors import VerificationError
+
+# precision -> (metric, bound): fp32 must match to the last digits; reduced precisions by direction
+TOLERANCES = {"fp32": ("max_abs", 1e-4), "fp16": ("cosine", 0.999), "int8": ("cosine", 0.99)}
+
+
+@dataclass
+class Comparison:
+    output: str
+    max_abs: float
+    mean_abs: float
+    cosine: float
+    top1_agreement: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over samples of the cosine similarity of each sample's flattened output."""
+    a = a.reshape(a.shape[0], -1).astype(np.float64)
+    b = b.reshape(b.shape[0], -1).astype(np.float64)
+    num = (a * b).sum(1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.mean(num / np.maximum(den, 1e-30)))
+
+
+def compare(name: str, ref: np.ndarray, out: np.ndarray) -> Comparison:
+    if ref.shape != out.shape:
+        raise VerificationError(f"output {name}: shape {out.shape} differs from PyTorch's {ref.shape}")
+    if not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).sum())
+        raise VerificationError(f"output {name}: {bad} non-finite value(s) (overflow? keep those layers in fp32)")
+    diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
+    top1 = float(np.mean(ref.argmax(-1) == out.argmax(-1))) if name == "logits" else None
+    return Comparison(name, float(diff.max()), float(diff.mean()), cosine(ref, out), top1)
+
+
+@dataclass
+class Verdict:
+    precision: str
+    metric: str
+    bound: float
+    comparisons: list[Comparison]
+    samples: int
+    inputs: str  # "images" or "random"
+    shapes: list[list[int]]
+
+    @property
+    def worst(self) -> float:
+        vals = [getattr(c, self.metric) for c in self.comparisons]
+        return max(vals) if self.metric == "max_abs" else min(vals)
+
+    @property
+    def passed(self) -> bool:
+        return self.worst <= self.bound if self.metric == "max_abs" else self.worst >= self.bound
+
+    def line(self) -> str:
+        op = "<=" if self.metric == "max_abs" else ">="
+        c0 = self.comparisons[0]
+        extra = f", top-1 agreement {c0.top1_agreement:.1%}" if c0.top1_agreement is not None else ""
+        return (f"{self.precision}: {self.metric} {self.worst:.3g} (bound {op} {self.bound:g}) "
+                f"max_abs {max(c.max_abs for c in self.comparisons):.3g}, cosine "
+                f"{min(c.cosine for c in self.comparisons):.6f}{extra} over {self.samples} {self.inputs} "
+                f"input(s) at {', '.join('x'.join(map(str, s)) for s in self.shapes)} -> "
+                f"{'PASS' if self.passed else 'FAIL'}")
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "metric": self.metric, "bound": self.bound, "worst": self.worst,
+                "passed": self.passed, "samples": self.samples, "inputs": self.inputs, "shapes": self.shapes,
+                "outputs": [c.to_dict() for c in self.comparisons]}
+
+
+def verdict(precision: str, refs: dict[str, np.ndarray], outs: dict[str, np.ndarray], inputs: str,
+            shapes: list[list[int]]) -> Verdict:
+    metric, bound = TOLERANCES[precision]
+    comps = [compare(name, refs[name], outs[name]) for name in refs]
+    samples = next(iter(refs.values())).shape[0]
+    return Verdict(precision, metric, bound, comps, samples, inputs, shapes)

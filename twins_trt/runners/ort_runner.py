@@ -1,0 +1,107 @@
+"""ONNX Runtime on the CPU, CUDA or its TensorRT execution provider."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from twins_trt.errors import BackendUnavailableError
+from twins_trt.runners import Feed, Runner, single_input
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider"],
+    "trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+}
+
+
+class OrtRunner(Runner):
+    def __init__(self, onnx_path: str | os.PathLike, provider: str = "cpu", threads: int | None = None,
+                 name: str | None = None):
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+        self.path = Path(onnx_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX file {self.path} does not exist; create it with twins-export")
+        self.provider = provider
+        self.threads = threads
+        self.device = "cpu" if provider == "cpu" else "cuda"
+        self.name = name or f"ort-{provider}"
+        self.session = None
+        self._binding = None
+
+    def activate(self) -> None:
+        if self.session is not None:
+            return
+        import onnxruntime as ort
+
+        wanted = PROVIDERS[self.provider]
+        missing = [p for p in wanted if p not in ort.get_available_providers()]
+        if missing:
+            raise BackendUnavailableError(
+                f"ONNX Runtime here lacks {', '.join(missing)} (available: {', '.join(ort.get_available_providers())})"
+            )
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path), opts, providers=wanted)
+        if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            raise BackendUnavailableError(f"ONNX Runtime could not start CUDA for {self.path} (no usable GPU)")
+
+    def deactivate(self) -> None:
+        self.session = None
+        self._binding = None
+
+    @property
+    def input_names(self) -> list[str]:
+        self.activate()
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        self.activate()
+        return [o.name for o in self.session.get_outputs()]
+
+    def _cast(self, x: np.ndarray) -> np.ndarray:
+        """Feed the dtype the graph declares (fp16 I/O artifacts take half)."""
+        want = self.session.get_inputs()[0].type
+        return x.astype(np.float16 if want == "tensor(float16)" else np.float32, copy=False)
+
+    def infer(self, feed: Feed | np.ndarray) -> dict[str, np.ndarray]:
+        self.activate()
+        x = self._cast(single_input(feed))
+        outs = self.session.run(None, {self.input_names[0]: x})
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(self.output_names, outs)}
+
+    def prepare(self, feed: Feed | np.ndarray) -> None:
+        self.activate()
+        x = self._cast(single_input(feed))
+        if self.device == "cpu":
+            self._prepared = {self.input_names[0]: x}
+            return
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_names[0], ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda")
+        self._binding = binding
+
+    def run_prepared(self) -> None:
+        if self._binding is not None:
+            self.session.run_with_iobinding(self._binding)
+        else:
+            self.session.run(None, self._prepared)
+
+    def synchronize(self) -> None:
+        if self._binding is not None:
+            self._binding.synchronize_outputs()
+
+    def describe(self) -> dict:
+        self.activate()
+        return {"name": self.name, "device": self.device, "onnx": str(self.path),
+                "providers": self.session.get_providers(), "threads": self.threads}
