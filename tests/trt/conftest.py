@@ -1,0 +1,22 @@
+"""Shared fixtures for the TensorRT tests: small ONNX files made with onnx.helper, and where the API wheels live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from onnx_tiny import DYNAMIC_META, make_onnx
+
+ROOT = Path(__file__).resolve().parents[2]
+TRT_API = ROOT / ".trt-api"
+
+
+@pytest.fixture
+def dynamic_onnx(tmp_path) -> Path:
+    return make_onnx(tmp_path / "export" / "svt_s.fp16.onnx", meta=DYNAMIC_META)
+
+
+@pytest.fixture
+def static_onnx(tmp_path) -> Path:
+    return make_onnx(tmp_path / "export" / "svt_s.fp32.onnx", batch=4,
+                     meta={"twins_trt.variant": "svt_s", "twins_trt.precision": "fp32"})

@@ -1,0 +1,1 @@
+"""Command-line entry points: thin argparse layers over the library; only they turn errors into exit codes."""

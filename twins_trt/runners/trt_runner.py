@@ -1,0 +1,248 @@
+"""TensorRT engines through the TensorRT 10+ I/O tensor API, with torch owning device memory.
+
+Buffers are torch CUDA tensors and the stream is a torch CUDA stream, so timing uses the same
+clock as the PyTorch baseline and no pycuda is needed. With `use_cuda_graph=True` the enqueue
+is captured once per input shape and replayed.
+
+The setup path is three plain functions (`io_tensors`, `bind_tensors`, `enqueue`) that take the
+engine and context objects, so tests can drive them with objects specced from the real API.
+Importing this module needs neither TensorRT nor CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from twins_trt.errors import EngineMismatchError, InputSizeError, TwinsError
+from twins_trt.runners import Feed, Runner, require_cuda, single_input
+
+# TensorRT DataType member name -> torch dtype attribute
+TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
+                "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+
+
+class EngineRunError(TwinsError, RuntimeError):
+    """TensorRT refused to run an engine (enqueue failed, shapes unresolved)."""
+
+
+@dataclass(frozen=True)
+class IOTensor:
+    name: str
+    is_input: bool
+    dtype: str  # TensorRT DataType member name: FLOAT, HALF, ...
+    shape: tuple[int, ...]  # -1 where dynamic
+
+
+def _enum_name(v: Any) -> str:
+    return getattr(v, "name", str(v))
+
+
+def io_tensors(engine, trt: ModuleType) -> list[IOTensor]:
+    """The engine's inputs and outputs, in engine order."""
+    out = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        mode = engine.get_tensor_mode(name)
+        if mode == trt.TensorIOMode.NONE:
+            continue
+        out.append(IOTensor(name, mode == trt.TensorIOMode.INPUT, _enum_name(engine.get_tensor_dtype(name)),
+                            tuple(int(d) for d in engine.get_tensor_shape(name))))
+    return out
+
+
+def input_profile(engine, name: str, profile_index: int = 0) -> tuple[tuple[int, ...], ...]:
+    """(min, opt, max) shapes the engine accepts for input `name`."""
+    return tuple(tuple(int(d) for d in dims) for dims in engine.get_tensor_profile_shape(name, profile_index))
+
+
+def bind_tensors(context, tensors: list[IOTensor], inputs: Mapping[str, Any],
+                 alloc: Callable[[tuple[int, ...], str], Any], engine=None) -> dict[str, Any]:
+    """Set every input's shape and address, allocate outputs for the shapes that follow, set their addresses.
+
+    `inputs` hold device tensors (anything with `.shape` and `.data_ptr()`); `alloc(shape, trt_dtype_name)`
+    makes an output buffer. Returns the output buffers by name.
+    """
+    for t in tensors:
+        if not t.is_input:
+            continue
+        if t.name not in inputs:
+            raise EngineRunError(f"engine input {t.name!r} not fed (got {sorted(inputs)})")
+        x = inputs[t.name]
+        shape = tuple(int(d) for d in x.shape)
+        if not context.set_input_shape(t.name, shape):
+            accepted = ""
+            if engine is not None:
+                lo, opt, hi = input_profile(engine, t.name)
+                accepted = f"; the engine takes min {lo}, opt {opt}, max {hi} (rebuild with twins-build --profile)"
+            raise InputSizeError(f"TensorRT rejected shape {shape} for input {t.name!r}{accepted}")
+        context.set_tensor_address(t.name, int(x.data_ptr()))
+    unresolved = context.infer_shapes()
+    if unresolved:
+        raise EngineRunError(f"TensorRT could not resolve the shapes of {list(unresolved)}")
+    outputs = {}
+    for t in tensors:
+        if t.is_input:
+            continue
+        shape = tuple(int(d) for d in context.get_tensor_shape(t.name))
+        buf = alloc(shape, t.dtype)
+        context.set_tensor_address(t.name, int(buf.data_ptr()))
+        outputs[t.name] = buf
+    return outputs
+
+
+def engine_from_bytes(data: bytes, trt: ModuleType, logger, source: str = "engine", rebuild: str = ""):
+    """(runtime, engine, context); the runtime must outlive the engine, so it is returned too."""
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        raise EngineMismatchError(f"TensorRT {trt.__version__} could not deserialize {source}; "
+                                  f"rebuild it with: {rebuild or 'twins-build EXPORT.onnx'}")
+    context = engine.create_execution_context()
+    if context is None:
+        raise EngineRunError(f"TensorRT could not create an execution context for {source} (out of GPU memory?)")
+    return runtime, engine, context
+
+
+def enqueue(context, stream_handle: int) -> None:
+    if not context.execute_async_v3(stream_handle):
+        raise EngineRunError("TensorRT's execute_async_v3 failed (TensorRT's log above says why)")
+
+
+class TrtRunner(Runner):
+    def __init__(self, engine_path: str | os.PathLike, *, use_cuda_graph: bool = False, check_metadata: bool = True,
+                 verbose: bool = False, name: str | None = None, trt: ModuleType | None = None):
+        from twins_trt.trt import load_tensorrt
+        from twins_trt.trt.build import check_engine_compatible, device_info, read_engine_metadata
+
+        self.trt = load_tensorrt(trt)  # BackendUnavailableError with one line when TensorRT is missing
+        require_cuda("the TensorRT runner")
+        self.path = Path(engine_path)
+        self.metadata = read_engine_metadata(self.path)
+        if check_metadata:
+            check_engine_compatible(self.metadata, str(self.trt.__version__), device_info(), self.path)
+        self.use_cuda_graph = use_cuda_graph
+        self.verbose = verbose
+        self.device = "cuda"
+        self.name = name or ("trt-graph" if use_cuda_graph else "trt")
+        self._runtime = self.engine = self.context = None
+        self._tensors: list[IOTensor] = []
+        self._stream = None
+        self._inputs: dict[str, Any] = {}
+        self._outputs: dict[str, Any] = {}
+        self._graph = None
+
+    # -- lifecycle
+
+    def activate(self) -> None:
+        if self.engine is not None:
+            return
+        import torch
+
+        from twins_trt.trt.build import logger_for
+
+        trt = self.trt
+        self._runtime, self.engine, self.context = engine_from_bytes(
+            self.path.read_bytes(), trt, logger_for(trt, self.verbose), str(self.path),
+            self.metadata.get("rebuild_command", ""))
+        self._tensors = io_tensors(self.engine, trt)
+        self._stream = torch.cuda.Stream()
+
+    def deactivate(self) -> None:
+        self._graph = None
+        self._inputs, self._outputs = {}, {}
+        self.context = None
+        self.engine = None
+        self._runtime = None
+        self._stream = None
+
+    @property
+    def input_names(self) -> list[str]:
+        self.activate()
+        return [t.name for t in self._tensors if t.is_input]
+
+    @property
+    def output_names(self) -> list[str]:
+        self.activate()
+        return [t.name for t in self._tensors if not t.is_input]
+
+    # -- running
+
+    def _alloc(self, shape: tuple[int, ...], trt_dtype: str):
+        import torch
+
+        return torch.empty(shape, dtype=getattr(torch, TORCH_DTYPES[trt_dtype]), device="cuda")
+
+    def prepare(self, feed: Feed | np.ndarray) -> None:
+        """Copy the input to its device buffer; rebind (and recapture the graph) only when the shape changes."""
+        import torch
+
+        self.activate()
+        x = np.ascontiguousarray(single_input(feed))
+        spec = next(t for t in self._tensors if t.is_input)
+        with torch.cuda.stream(self._stream):
+            buf = self._inputs.get(spec.name)
+            if buf is None or tuple(buf.shape) != x.shape:
+                buf = self._alloc(x.shape, spec.dtype)
+                buf.copy_(torch.from_numpy(x))
+                self._inputs = {spec.name: buf}
+                self._outputs = bind_tensors(self.context, self._tensors, self._inputs, self._alloc, self.engine)
+                self._graph = None
+            else:
+                buf.copy_(torch.from_numpy(x))
+        if self.use_cuda_graph and self._graph is None:
+            self._capture()
+
+    def _capture(self) -> None:
+        import torch
+
+        enqueue(self.context, self._stream.cuda_stream)  # warm-up: TensorRT finishes lazy set-up outside capture
+        self._stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self._stream):
+            enqueue(self.context, self._stream.cuda_stream)
+        self._graph = graph
+
+    def run_prepared(self) -> None:
+        if self._graph is not None:
+            import torch
+
+            with torch.cuda.stream(self._stream):
+                self._graph.replay()
+        else:
+            enqueue(self.context, self._stream.cuda_stream)
+
+    def synchronize(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()
+
+    def infer(self, feed: Feed | np.ndarray) -> dict[str, np.ndarray]:
+        self.prepare(feed)
+        self.run_prepared()
+        self.synchronize()
+        return {n: o.float().cpu().numpy() for n, o in self._outputs.items()}
+
+    # -- reporting
+
+    def peak_memory_bytes(self) -> int | None:
+        """torch's peak (I/O buffers) plus what TensorRT holds itself: activations and weights."""
+        import torch
+
+        total = int(torch.cuda.max_memory_allocated())
+        if self.engine is not None:
+            if hasattr(self.engine, "device_memory_size_v2"):
+                total += int(self.engine.device_memory_size_v2)
+            if hasattr(self.engine, "get_engine_stat") and hasattr(self.trt, "EngineStat"):
+                total += int(self.engine.get_engine_stat(self.trt.EngineStat.TOTAL_WEIGHTS_SIZE))
+        return total
+
+    def describe(self) -> dict:
+        return {"name": self.name, "device": self.device, "engine": str(self.path),
+                "tensorrt": str(self.trt.__version__), "precision": self.metadata.get("precision"),
+                "profile": self.metadata.get("profile"), "cuda_graph": self.use_cuda_graph}

@@ -1,0 +1,305 @@
+"""ONNX -> strongly typed TensorRT engine, saved atomically with its metadata.
+
+Each step says what it turns into what (Polygraphy style) and takes `trt=None` (None: the
+installed `tensorrt`):
+
+    builder, network, parser = network_from_onnx_path(onnx_path)
+    config = config_from_network(builder, network, profiles, workspace_gib=4, opt_level=3)
+    engine = engine_bytes_from_network(builder, network, config)
+    save_engine(engine, "engines/svt_s.fp16.plan", metadata)
+
+`build_engine` runs them all and is what `twins-build` calls. No precision flag is ever set: the
+precision is in the ONNX (FP16 tensors or Q/DQ), and the network is strongly typed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from twins_trt.artifacts import (
+    atomic_path,
+    ensure_dir,
+    now_iso,
+    sha256_file,
+    tool_versions,
+    write_bytes_atomic,
+)
+from twins_trt.errors import BackendUnavailableError, BuildError, EngineMismatchError
+from twins_trt.trt import build_command, engine_paths, load_tensorrt, tensorrt_major
+from twins_trt.trt.profile import OnnxInfo, Profile, ProfileError, profile_from_onnx, read_onnx_info
+
+log = logging.getLogger(__name__)
+
+METADATA_FORMAT = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# steps
+
+
+def logger_for(trt: ModuleType, verbose: bool = False):
+    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+
+
+def network_flags(trt: ModuleType) -> int:
+    """STRONGLY_TYPED on TensorRT 10; 0 on 11+, where every network is strongly typed and the flag is ignored."""
+    if tensorrt_major(trt) >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def network_from_onnx_path(onnx_path: str | os.PathLike, *, trt: ModuleType | None = None, logger=None):
+    """(builder, network, parser) with the ONNX parsed into a strongly typed network.
+
+    Every parser error is reported, with node index, name and op, in one BuildError.
+    """
+    trt = load_tensorrt(trt)
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise BuildError(f"ONNX file {path} does not exist; create it with twins-export")
+    logger = logger or logger_for(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(path))  # from the file, so external weights resolve beside it
+    if not ok or parser.num_errors:
+        raise BuildError(parser_errors_message(parser, path))
+    return builder, network, parser
+
+
+def parser_errors_message(parser, path: str | os.PathLike) -> str:
+    n = parser.num_errors
+    lines = [f"TensorRT's ONNX parser rejected {path} ({n} error{'s' * (n != 1)}):"]
+    for i in range(n):
+        err = parser.get_error(i)
+        where = [f"node {err.node()}"]
+        if hasattr(err, "node_name") and err.node_name():
+            where.append(repr(err.node_name()))
+        if hasattr(err, "node_operator") and err.node_operator():
+            where.append(f"({err.node_operator()})")
+        code = getattr(err.code(), "name", err.code())
+        lines.append(f"  [{i + 1}] {' '.join(where)}: {code}: {err.desc()}")
+    if n == 0:
+        lines.append("  (the parser returned failure without errors; rerun with --verbose for TensorRT's log)")
+    return "\n".join(lines)
+
+
+def config_from_network(builder, network, profiles: dict[str, Profile], *, workspace_gib: float | None = None,
+                        opt_level: int | None = None, timing_cache: str | os.PathLike | None = None,
+                        allow_tf32: bool = True, trt: ModuleType | None = None):
+    """An IBuilderConfig with the optimization profile, memory limit, optimization level and timing cache.
+
+    allow_tf32=False keeps FP32 matmuls and convolutions in true FP32, which an fp32 export needs to
+    stay within 1e-4 of PyTorch (TensorRT enables TF32 by default on Ampere and later).
+    """
+    trt = load_tensorrt(trt)
+    config = builder.create_builder_config()
+    if not allow_tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if workspace_gib is not None:
+        if workspace_gib <= 0:
+            raise BuildError(f"--workspace must be > 0 GiB, got {workspace_gib}")
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if opt_level is not None:
+        if not 0 <= opt_level <= 5:
+            raise BuildError(f"--opt-level must be 0..5, got {opt_level}")
+        config.builder_optimization_level = opt_level
+
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    missing = [n for n in names if n not in profiles]
+    if missing:
+        raise ProfileError(f"no profile for network input(s) {missing}; profiles were computed for {sorted(profiles)}")
+    profile = builder.create_optimization_profile()
+    for name in names:
+        p = profiles[name]
+        profile.set_shape(name, p.min, p.opt, p.max)
+    if config.add_optimization_profile(profile) < 0:
+        raise ProfileError(f"TensorRT rejected the optimization profile {_profiles_text(profiles)}")
+
+    if timing_cache is not None:
+        data = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
+        cache = config.create_timing_cache(data)
+        if not config.set_timing_cache(cache, False):
+            log.warning("timing cache %s was made by another TensorRT or GPU; building with an empty one", timing_cache)
+            config.set_timing_cache(config.create_timing_cache(b""), False)
+    return config
+
+
+def engine_bytes_from_network(builder, network, config) -> bytes:
+    """Build and serialize; the build time is logged. BuildError if TensorRT gives nothing back."""
+    t0 = time.perf_counter()
+    mem = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - t0
+    if mem is None:
+        raise BuildError(f"TensorRT failed to build the engine after {seconds:.1f} s (its log above says why)")
+    data = host_bytes(mem)
+    log.info("built a %.1f MiB engine in %.1f s", len(data) / 2**20, seconds)
+    return data
+
+
+def host_bytes(mem) -> bytes:
+    """An IHostMemory (or any buffer) as bytes."""
+    return bytes(memoryview(mem))
+
+
+def save_timing_cache(config, path: str | os.PathLike) -> Path | None:
+    """Merge the config's timing cache into the file at `path` (other builds may have written it); save atomically."""
+    cache = config.get_timing_cache()
+    if cache is None:
+        return None
+    path = Path(path)
+    if path.is_file():
+        if not cache.combine(config.create_timing_cache(path.read_bytes()), False):
+            log.warning("could not merge %s (another TensorRT version?); overwriting it", path)
+    write_bytes_atomic(path, host_bytes(cache.serialize()))
+    log.info("timing cache saved to %s", path)
+    return path
+
+
+def save_engine(engine: bytes, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the plan and its `.json` metadata; both appear under their final names, or neither does."""
+    path = Path(path)
+    if metadata is None:
+        return write_bytes_atomic(path, engine)
+    with atomic_path(path.with_suffix(".json")) as tmp_meta, atomic_path(path) as tmp_plan:
+        tmp_plan.write_bytes(engine)
+        tmp_meta.write_text(json.dumps(metadata, indent=2) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata
+
+
+def device_info() -> dict[str, str]:
+    """Name and compute capability of the current CUDA device (what an engine is tied to)."""
+    from twins_trt.runners import cuda_available
+
+    if not cuda_available():
+        raise BackendUnavailableError("building or loading a TensorRT engine needs a CUDA GPU and torch sees none")
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
+
+
+def io_description(network) -> dict[str, list[dict[str, Any]]]:
+    def one(t) -> dict[str, Any]:
+        return {"name": t.name, "shape": [int(d) for d in t.shape], "dtype": getattr(t.dtype, "name", str(t.dtype))}
+
+    return {"inputs": [one(network.get_input(i)) for i in range(network.num_inputs)],
+            "outputs": [one(network.get_output(i)) for i in range(network.num_outputs)]}
+
+
+def _profiles_text(profiles: dict[str, Profile]) -> str:
+    return ", ".join(f"{n}: min {p.min} opt {p.opt} max {p.max}" for n, p in profiles.items())
+
+
+def read_engine_metadata(plan_path: str | os.PathLike) -> dict[str, Any]:
+    plan_path = Path(plan_path)
+    meta_path = plan_path.with_suffix(".json")
+    if not plan_path.is_file():
+        raise EngineMismatchError(f"engine {plan_path} does not exist; build it with twins-build EXPORT.onnx")
+    try:
+        return json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise EngineMismatchError(
+            f"engine {plan_path} has no metadata file {meta_path}, so its TensorRT version and GPU are unknown; "
+            f"rebuild it with twins-build EXPORT.onnx -o {plan_path.parent}") from None
+    except ValueError as e:
+        raise EngineMismatchError(f"metadata {meta_path} is not valid JSON ({e}); rebuild the engine") from e
+
+
+def check_engine_compatible(metadata: dict[str, Any], trt_version: str, device: dict[str, str],
+                            plan_path: str | os.PathLike = "engine") -> None:
+    """EngineMismatchError, with the command that rebuilds it, unless built by this TensorRT on this GPU."""
+    problems = []
+    if metadata.get("tensorrt") != trt_version:
+        problems.append(f"it was built with TensorRT {metadata.get('tensorrt')} and this is TensorRT {trt_version}")
+    built_on = metadata.get("gpu") or {}
+    if (built_on.get("name"), built_on.get("compute_capability")) != (device["name"], device["compute_capability"]):
+        problems.append(f"it was built for {built_on.get('name')} (compute capability "
+                        f"{built_on.get('compute_capability')}) and this GPU is {device['name']} "
+                        f"(compute capability {device['compute_capability']})")
+    if problems:
+        cmd = metadata.get("rebuild_command") or f"twins-build EXPORT.onnx -o {Path(plan_path).parent}"
+        raise EngineMismatchError(f"cannot load {plan_path}: {'; '.join(problems)}. Rebuild it here with: {cmd}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole build
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    plan_path: Path
+    metadata_path: Path
+    metadata: dict[str, Any]
+
+
+def build_engine(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "engines", *, batch: int | None = None,
+                 profile: str | None = None, workspace_gib: float | None = None, opt_level: int | None = None,
+                 timing_cache: str | os.PathLike | None = None, verbose: bool = False,
+                 trt: ModuleType | None = None, device: dict[str, str] | None = None) -> BuildResult:
+    """`export/<name>.onnx` -> `<out_dir>/<name>.plan` + `<out_dir>/<name>.json`."""
+    trt = load_tensorrt(trt)
+    info: OnnxInfo = read_onnx_info(onnx_path)
+    profiles = profile_from_onnx(info, batch=batch, profile=profile)
+    device = device or device_info()
+    plan_path, meta_path = engine_paths(onnx_path, out_dir)
+    ensure_dir(out_dir)  # fail before a long build, not after
+    log.info("building %s -> %s: TensorRT %s on %s, precision %s (from the ONNX), profile %s, workspace %s, "
+             "optimization level %s, timing cache %s", info.path, plan_path, trt.__version__, device["name"],
+             info.precision, _profiles_text(profiles), f"{workspace_gib:g} GiB" if workspace_gib else "default",
+             "default" if opt_level is None else opt_level, timing_cache or "none")
+
+    t0 = time.perf_counter()
+    builder, network, _parser = network_from_onnx_path(info.path, trt=trt, logger=logger_for(trt, verbose))
+    config = config_from_network(builder, network, profiles, workspace_gib=workspace_gib, opt_level=opt_level,
+                                 timing_cache=timing_cache, allow_tf32=info.precision != "fp32", trt=trt)
+    engine = engine_bytes_from_network(builder, network, config)
+    seconds = time.perf_counter() - t0
+    if timing_cache is not None:
+        save_timing_cache(config, timing_cache)
+
+    overridden = batch is not None or profile is not None
+    batch_spec = next(iter(profiles.values())).batch_spec() if overridden else None
+    metadata = {
+        "format": METADATA_FORMAT,
+        "engine": plan_path.name,
+        "onnx": str(info.path),
+        "onnx_sha256": sha256_file(info.path),
+        "engine_sha256": hashlib.sha256(engine).hexdigest(),
+        "engine_bytes": len(engine),
+        "variant": info.variant,
+        "precision": info.precision,
+        "tensorrt": str(trt.__version__),
+        "gpu": {"name": device["name"], "compute_capability": device["compute_capability"]},
+        "profile": {name: p.to_json() for name, p in profiles.items()},
+        **io_description(network),
+        "builder": {"strongly_typed": True, "tf32": info.precision != "fp32", "workspace_gib": workspace_gib,
+                    "opt_level": opt_level,
+                    "timing_cache": None if timing_cache is None else str(timing_cache)},
+        "build_seconds": round(seconds, 3),
+        "built_at": now_iso(),
+        "tools": tool_versions(),
+        "rebuild_command": build_command(info.path, out_dir, profile=batch_spec,
+                                         workspace_gib=workspace_gib, opt_level=opt_level, timing_cache=timing_cache),
+    }
+    save_engine(engine, plan_path, metadata)
+    log.info("saved %s (%.1f MiB) and %s", plan_path, len(engine) / 2**20, meta_path)
+    return BuildResult(plan_path, meta_path, metadata)
+
+
+__all__ = ["BuildResult", "build_engine", "check_engine_compatible", "config_from_network", "device_info",
+           "engine_bytes_from_network", "host_bytes", "io_description", "logger_for", "network_flags",
+           "network_from_onnx_path", "parser_errors_message", "read_engine_metadata", "save_engine",
+           "save_timing_cache"]

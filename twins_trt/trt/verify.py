@@ -1,0 +1,121 @@
+"""An engine against ONNX Runtime and PyTorch fp32 on the same seeded inputs, with the export's tolerances.
+
+The verdict is Polygraphy's (`SimpleCompareFunc` for fp32, `CosineSimilarityCompareFunc` for
+fp16/int8); the one line per output also states the measured max |diff| and cosine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from twins_trt.errors import VerificationError
+from twins_trt.export.verify import TOLERANCES  # the export's tolerances, one table
+from twins_trt.runners import INPUT_NAME, Runner
+
+
+
+@dataclass(frozen=True)
+class Comparison:
+    reference: str
+    candidate: str
+    output: str
+    max_abs: float
+    cosine: float
+    metric: str
+    threshold: float
+    passed: bool
+
+    def line(self) -> str:
+        bound = f"max |diff| <= {self.threshold:g}" if self.metric == "max_abs" else f"cosine >= {self.threshold:g}"
+        return (f"{'PASS' if self.passed else 'FAIL'} {self.candidate} vs {self.reference} [{self.output}]: "
+                f"max |diff| {self.max_abs:.3g}, cosine {self.cosine:.6f} (need {bound})")
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / den) if den else float(np.array_equal(a, b))
+
+
+def compare_outputs(reference: str, ref: dict[str, np.ndarray], candidate: str, cand: dict[str, np.ndarray],
+                    precision: str) -> list[Comparison]:
+    """One Comparison per output; Polygraphy's comparator decides pass/fail."""
+    from polygraphy.comparator import (
+        Comparator,
+        CosineSimilarityCompareFunc,
+        IterationResult,
+        RunResults,
+        SimpleCompareFunc,
+    )
+
+    if precision not in TOLERANCES:
+        raise VerificationError(f"unknown precision {precision!r}; expected one of {', '.join(TOLERANCES)}")
+    missing = sorted(set(ref) - set(cand))
+    if missing:
+        raise VerificationError(f"{candidate} lacks output(s) {missing} that {reference} has")
+    metric, threshold = TOLERANCES[precision]
+    func = (SimpleCompareFunc(atol=threshold, rtol=0.0, check_error_stat="max") if metric == "max_abs"
+            else CosineSimilarityCompareFunc(cosine_similarity_threshold=threshold))
+    rr = RunResults([(reference, [IterationResult(dict(ref), runner_name=reference)]),
+                     (candidate, [IterationResult({k: cand[k] for k in ref}, runner_name=candidate)])])
+    verdict = Comparator.compare_accuracy(rr, compare_func=func)[0][(reference, candidate)][0]
+    out = []
+    for name in ref:
+        a, b = np.asarray(ref[name], np.float32), np.asarray(cand[name], np.float32)
+        max_abs = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
+        out.append(Comparison(reference, candidate, name, max_abs, _cosine(a, b) if a.shape == b.shape else 0.0,
+                              metric, threshold, bool(verdict[name])))
+    return out
+
+
+def seeded_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def run_all(runners: list[Runner], x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    outs = {}
+    for r in runners:
+        with r:
+            outs[r.name] = r.infer({INPUT_NAME: x})
+    return outs
+
+
+def verify_engine(engine_path: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
+                  weights: str | None = None, batch: int | None = None, seed: int = 0) -> list[Comparison]:
+    """Engine vs ONNX Runtime (same ONNX) and vs PyTorch fp32, all at the engine's precision tolerance."""
+    from twins_trt.models import create_model
+    from twins_trt.runners import cuda_available
+    from twins_trt.runners.ort_runner import OrtRunner
+    from twins_trt.runners.torch_runner import TorchRunner
+    from twins_trt.runners.trt_runner import TrtRunner
+    from twins_trt.trt.build import read_engine_metadata
+    from twins_trt.trt.profile import read_onnx_info
+
+    meta = read_engine_metadata(engine_path)
+    onnx_path = Path(onnx_path or meta["onnx"])
+    info = read_onnx_info(onnx_path)
+    precision = info.metadata.get("twins_trt.precision") or meta.get("precision") or "fp32"
+    variant = info.variant or meta.get("variant")
+    if not variant:
+        raise VerificationError(f"{onnx_path} has no twins_trt.variant metadata, so the PyTorch model is unknown")
+    prof = next(iter(meta["profile"].values()))
+    shape = list(prof["opt"])
+    if batch is not None:
+        if not prof["min"][0] <= batch <= prof["max"][0]:
+            raise VerificationError(f"--batch {batch} is outside the engine's batch range "
+                                    f"{prof['min'][0]}..{prof['max'][0]}")
+        shape[0] = batch
+    x = seeded_input(tuple(shape), seed)
+    runners: list[Runner] = [
+        TrtRunner(engine_path),
+        OrtRunner(onnx_path, provider="cuda" if cuda_available() else "cpu", name="onnxruntime"),
+        TorchRunner(create_model(variant, weights=weights), device="cuda", name="torch-fp32"),
+    ]
+    outs = run_all(runners, x)
+    trt_name = runners[0].name
+    return (compare_outputs("onnxruntime", outs["onnxruntime"], trt_name, outs[trt_name], precision)
+            + compare_outputs("torch-fp32", outs["torch-fp32"], trt_name, outs[trt_name], precision))
