@@ -210,7 +210,11 @@ def _quiet():
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        yield
+        logging.disable(logging.WARNING)  # ModelOpt installs its own handlers and levels; mute them while it runs
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
 
 
 def torch_to_onnx(model: Twins, path: Path, opts: ExportOptions) -> onnx.ModelProto:
@@ -357,29 +361,28 @@ def verify_artifact(onnx_path: Path, precision: str, model: Twins, opts: ExportO
     """Run the artifact on ONNX Runtime CPU and PyTorch fp32 on the same inputs; compare by output."""
     from tqdm import tqdm
 
-    refs: dict[str, list] = {}
-    outs: dict[str, list] = {}
+    groups = []
     shapes = verification_shapes(opts)
     with OrtRunner(onnx_path, "cpu") as ort_runner:
         for i, (b, h, w) in enumerate(tqdm(shapes, desc=f"verify {precision}", leave=False, disable=not opts.progress)):
-            n = max(b, opts.verify_samples if len(shapes) == 1 else b)
-            n = -(-n // b) * b  # whole batches
-            if images is not None and (h, w) == tuple(opts.img_size) and len(images) >= 1:
+            n = -(-max(b, opts.verify_samples if len(shapes) == 1 else b) // b) * b  # whole batches
+            if images is not None and (h, w) == tuple(opts.img_size):
                 x = np.resize(images, (n, 3, h, w)) if len(images) < n else images[:n]
             else:
                 x = random_inputs(n, (h, w), seed=i)
+            refs: dict[str, list] = {}
+            outs: dict[str, list] = {}
             for start in range(0, n, b):
                 xb = x[start:start + b]
                 with torch.no_grad():
                     ref = model(torch.from_numpy(np.ascontiguousarray(xb)))
-                ref = ref if isinstance(ref, tuple) else (ref,)
                 got = ort_runner.infer({INPUT_NAME: xb})
-                for name, r in zip(output_names(opts.features), ref):
+                for name, r in zip(output_names(opts.features), ref if isinstance(ref, tuple) else (ref,)):
                     refs.setdefault(name, []).append(r.numpy())
                     outs.setdefault(name, []).append(got[name])
-    kind = "images" if images is not None else "random"
-    return verdict(precision, {k: np.concatenate(v) for k, v in refs.items()},
-                   {k: np.concatenate(v) for k, v in outs.items()}, kind, [list(s) for s in shapes])
+            groups.append(({k: np.concatenate(v) for k, v in refs.items()},
+                           {k: np.concatenate(v) for k, v in outs.items()}))
+    return verdict(precision, groups, "images" if images is not None else "random", [list(s) for s in shapes])
 
 
 # ---------------------------------------------------------------------------------------------- pipeline

@@ -17,7 +17,7 @@ import onnx
 
 ALWAYS_FORBIDDEN = ("Roll", "ScatterND", "ScatterElements", "NonZero", "Loop", "If")
 STATIC_FORBIDDEN = ("Pad", "Shape")  # a static export at a window-divisible size needs neither
-PASS_THROUGH = {"Mul", "Div", "Cast", "QuantizeLinear", "DequantizeLinear", "Add", "Transpose", "Identity"}
+PASS_THROUGH = {"Mul", "Div", "Cast", "QuantizeLinear", "DequantizeLinear", "Add", "Transpose", "Identity", "Reshape"}
 
 
 @dataclass
@@ -73,7 +73,8 @@ def count_attention_chains(graph: onnx.GraphProto, max_hops: int = 4) -> int:
             return False
         if node.op_type == "MatMul":
             return True
-        return node.op_type in PASS_THROUGH and any(reaches_back(i, hops - 1) for i in node.input[:1])
+        inputs = node.input if node.op_type == "Add" else node.input[:1]  # bias/mask Adds: either side
+        return node.op_type in PASS_THROUGH and any(reaches_back(i, hops - 1) for i in inputs)
 
     def reaches_forward(tensor: str, hops: int) -> bool:
         if hops < 0:

@@ -79,9 +79,22 @@ class Verdict:
                 "outputs": [c.to_dict() for c in self.comparisons]}
 
 
-def verdict(precision: str, refs: dict[str, np.ndarray], outs: dict[str, np.ndarray], inputs: str,
+def merge(parts: list[Comparison], weights: list[int]) -> Comparison:
+    """One output compared at several input shapes: the worst max and cosine, the weighted means."""
+    total = sum(weights)
+    top1 = [p.top1_agreement for p in parts]
+    return Comparison(
+        parts[0].output, max(p.max_abs for p in parts), sum(p.mean_abs * w for p, w in zip(parts, weights)) / total,
+        min(p.cosine for p in parts),
+        None if None in top1 else sum(t * w for t, w in zip(top1, weights)) / total,
+    )
+
+
+def verdict(precision: str, groups: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], inputs: str,
             shapes: list[list[int]]) -> Verdict:
+    """groups: (PyTorch outputs, artifact outputs) per input shape, keyed by output name."""
     metric, bound = TOLERANCES[precision]
-    comps = [compare(name, refs[name], outs[name]) for name in refs]
-    samples = next(iter(refs.values())).shape[0]
-    return Verdict(precision, metric, bound, comps, samples, inputs, shapes)
+    names = list(groups[0][0])
+    sizes = [next(iter(refs.values())).shape[0] for refs, _ in groups]
+    comps = [merge([compare(n, refs[n], outs[n]) for refs, outs in groups], sizes) for n in names]
+    return Verdict(precision, metric, bound, comps, sum(sizes), inputs, shapes)

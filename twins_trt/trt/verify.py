@@ -17,7 +17,6 @@ from twins_trt.export.verify import TOLERANCES  # the export's tolerances, one t
 from twins_trt.runners import INPUT_NAME, Runner
 
 
-
 @dataclass(frozen=True)
 class Comparison:
     reference: str

@@ -1,0 +1,43 @@
+"""Shared fixtures. Expensive artifacts are module- or session-scoped; nothing here needs a GPU."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two cores: keep torch and ONNX Runtime from oversubscribing them in tests.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine (run on a GPU host: pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+SAMPLE_PHOTOS = {  # class folder -> skimage.data images (real photographs shipped with scikit-image)
+    "animal": ["chelsea", "cat"],
+    "person": ["astronaut", "camera"],
+    "object": ["coffee", "rocket", "coins"],
+}
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory):
+    """An ImageNet-style folder of real photographs (one sub-folder per class) plus one corrupt file."""
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the sample photographs")
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("photos")
+    for cls, names in SAMPLE_PHOTOS.items():
+        (root / cls).mkdir()
+        for i, name in enumerate(names):
+            img = Image.fromarray(getattr(skdata, name)())
+            img.save(root / cls / f"{name}.{'jpg' if i % 2 == 0 else 'png'}")
+    (root / "object" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root

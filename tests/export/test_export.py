@@ -1,0 +1,127 @@
+"""twins-export: every artifact verified against PyTorch, graphs free of shifts, pads and shape arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from twins_trt import VARIANTS, artifacts
+from twins_trt.export import ExportOptions, export_variant, get_metadata
+from twins_trt.runners.ort_runner import OrtRunner
+
+
+def export(tmp_path, variant="svt_s", **kw):
+    kw.setdefault("verify_samples", 1)
+    return export_variant(ExportOptions(variant=variant, out_dir=tmp_path, progress=False, **kw))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fp32_export_of_every_variant(tmp_path, variant):
+    res = export(tmp_path, variant)
+    path, rep, ver = res.artifacts["fp32"], res.reports["fp32"], res.verdicts["fp32"]
+    assert path.name == f"{variant}.fp32.onnx"
+    assert ver.passed and ver.worst <= 1e-4
+    assert rep.attention_chains == VARIANTS[variant].num_attention_layers
+    assert rep.forbidden_total == 0, rep.forbidden
+    assert rep.ops.get("Pad", 0) == 0 and rep.ops.get("Shape", 0) == 0
+    assert rep.ops["LayerNormalization"] >= 2 * sum(VARIANTS[variant].depths)
+    model = onnx.load(str(path))
+    assert model.opset_import[0].version == 20
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 224, 224]
+
+
+@pytest.fixture(scope="module", params=["svt_s", "pcpvt_s"])
+def reduced(request, tmp_path_factory, photo_dir):
+    """FP32 + FP16 + INT8 calibrated on real photographs, exported once per variant."""
+    out = tmp_path_factory.mktemp(f"reduced_{request.param}")
+    return export(out, request.param, precisions=("fp16", "int8"), calib_dir=photo_dir, calib_size=6,
+                  verify_samples=4)
+
+
+def test_fp16_and_int8_meet_their_bounds(reduced):
+    fp16, int8 = reduced.verdicts["fp16"], reduced.verdicts["int8"]
+    assert fp16.inputs == int8.inputs == "images"
+    assert fp16.worst >= 0.999 and int8.worst >= 0.99
+    assert int8.comparisons[0].top1_agreement is not None
+    assert reduced.skipped_images == 1  # the corrupt file, counted, not fatal
+
+
+def test_precision_lives_in_the_graph(reduced):
+    fp16 = onnx.load(str(reduced.artifacts["fp16"]))
+    int8 = onnx.load(str(reduced.artifacts["int8"]))
+    floats = [i.data_type for i in fp16.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    assert floats.count(onnx.TensorProto.FLOAT16) > 0.9 * len(floats)
+    assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 I/O by default
+    ops = {n.op_type for n in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert reduced.reports["int8"].attention_chains == reduced.options.cfg.num_attention_layers
+    assert get_metadata(int8)["precision"] == "int8"
+
+
+def test_manifests_describe_each_artifact(reduced):
+    for precision, path in reduced.artifacts.items():
+        manifest = json.loads(artifacts.manifest_path(path).read_text())
+        assert manifest["precision"] == precision and manifest["variant"] == reduced.options.variant
+        assert manifest["sha256"] == artifacts.sha256_file(path)
+        assert manifest["verification"]["passed"] is True
+        assert manifest["inputs"][0]["shape"] == [1, 3, 224, 224]
+        assert {"torch", "onnx", "nvidia-modelopt"} <= set(manifest["versions"])
+        assert manifest["graph"]["forbidden_total"] == 0
+    assert json.loads(artifacts.manifest_path(reduced.artifacts["int8"]).read_text())["calibration"]["samples"] == 6
+
+
+def test_calibration_cache_is_reused_when_inputs_match(reduced, photo_dir):
+    if reduced.options.variant != "svt_s":
+        pytest.skip("one variant is enough for the cache")
+    out = reduced.options.out_dir
+    cache = json.loads((out / "svt_s.int8.calib.json").read_text())
+    again = export(out, precisions=("int8",), calib_dir=photo_dir, calib_size=6, verify_samples=4)
+    manifest = json.loads(artifacts.manifest_path(again.artifacts["int8"]).read_text())
+    assert manifest["calibration"]["cache_reused"] is True
+    int8 = onnx.load(str(again.artifacts["int8"]))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer}
+    assert all(np.allclose(inits[k].reshape(-1)[0], v, rtol=1e-3) for k, v in cache["scales"].items())
+    assert again.verdicts["int8"].worst >= 0.99
+
+
+def test_dynamic_batch_is_verified_at_three_sizes_without_shape_ops(tmp_path):
+    res = export(tmp_path, dynamic_batch=(1, 2, 4))
+    ver, rep = res.verdicts["fp32"], res.reports["fp32"]
+    assert [s[0] for s in ver.shapes] == [1, 2, 4] and ver.passed
+    assert rep.ops.get("Shape", 0) == 0 and rep.forbidden_total == 0
+    model = onnx.load(str(res.artifacts["fp32"]))
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert get_metadata(model)["batch_profile"] == "1:2:4"
+    with OrtRunner(res.artifacts["fp32"]) as r:
+        assert r.infer({"input": np.zeros((3, 3, 224, 224), np.float32)})["logits"].shape == (3, 1000)
+
+
+def test_dynamic_shape_backbone_pads_where_windows_do_not_divide(tmp_path):
+    res = export(tmp_path, features=True, dynamic_shape=((160, 160), (224, 224), (256, 256)))
+    ver, rep = res.verdicts["fp32"], res.reports["fp32"]
+    sizes = [tuple(s[1:]) for s in ver.shapes]
+    # traced at 224 (no padding needed); 160 and 256 need window padding (40 and 64 do not divide by 7)
+    assert sizes == [(160, 160), (224, 224), (256, 256)]
+    assert ver.passed and ver.worst <= 1e-4
+    assert rep.ops.get("Pad", 0) > 0 and rep.forbidden_total == 0
+    assert res.artifacts["fp32"].name == "svt_s_feat_dynhw.fp32.onnx"
+    assert [c.output for c in ver.comparisons] == ["feat_s4", "feat_s8", "feat_s16", "feat_s32"]
+
+
+def test_static_features_export(tmp_path):
+    res = export(tmp_path, features=True)
+    model = onnx.load(str(res.artifacts["fp32"]))
+    dims = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output]
+    assert dims == [[1, 64, 56, 56], [1, 128, 28, 28], [1, 256, 14, 14], [1, 512, 7, 7]]
+    assert res.reports["fp32"].forbidden_total == 0
+
+
+def test_static_export_at_non_divisible_size_uses_static_pads(tmp_path):
+    res = export(tmp_path, img_size=(320, 320))
+    rep = res.reports["fp32"]
+    assert rep.ops.get("Pad", 0) > 0 and rep.ops.get("Shape", 0) == 0 and rep.forbidden_total == 0
+    assert res.verdicts["fp32"].passed

@@ -1,0 +1,116 @@
+"""twins-export: PyTorch Twins -> verified FP32 / FP16 / INT8 ONNX, a graph report, and the engine build."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from twins_trt import artifacts
+from twins_trt.cli.common import parse_hw, parse_hw_range, parse_range, run, setup_logging
+from twins_trt.export import ExportOptions, export_variant, format_report
+from twins_trt.export.core import DEFAULT_OPSET
+from twins_trt.models import list_variants
+
+log = logging.getLogger("twins_trt.export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="twins-export",
+        description="Export a Twins model to ONNX (FP32, and FP16 / INT8 with precision in the graph), verify every "
+                    "artifact against PyTorch on ONNX Runtime, and report the graph's attention and forbidden ops.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--variant", required=True, help=f"one of {', '.join(list_variants())} (timm/official names too)")
+    p.add_argument("--weights", default=None, help="a .pth/.pt/.safetensors checkpoint, or 'timm'; none = random (warned)")
+    p.add_argument("--fp16", action="store_true", help="also write a mixed-precision FP16 ONNX (ModelOpt AutoCast)")
+    p.add_argument("--int8", action="store_true", help="also write an INT8 Q/DQ ONNX (ModelOpt PTQ); needs --calib-data")
+    p.add_argument("--calib-data", type=Path, default=None, help="folder of calibration images, searched recursively")
+    p.add_argument("--calib-synthetic", action="store_true", help="calibrate INT8 on random data (poor accuracy; warned)")
+    p.add_argument("--calib-method", choices=("entropy", "max"), default="entropy")
+    p.add_argument("--calib-size", type=int, default=64, help="number of calibration images")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--batch", type=int, default=1, help="static batch size")
+    g.add_argument("--dynamic-batch", type=parse_range, metavar="MIN:OPT:MAX", default=None,
+                   help="symbolic batch dim with this TensorRT profile, e.g. 1:8:64")
+    p.add_argument("--img-size", type=parse_hw, default=(224, 224), metavar="H[xW]", help="static input size")
+    p.add_argument("--dynamic-shape", type=parse_hw_range, default=None, metavar="MIN:OPT:MAX",
+                   help="symbolic H/W (backbones), e.g. 224:512:1024x2048; implies padding-safe windows")
+    p.add_argument("--features", action="store_true", help="export the backbone: four NCHW maps at strides 4..32")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 18; INT8 needs >= 19)")
+    p.add_argument("--fp16-io", action="store_true", help="FP16 inputs/outputs for the FP16/INT8 artifacts")
+    p.add_argument("--verify-samples", type=int, default=4, help="inputs compared against PyTorch per artifact")
+    p.add_argument("--compare-peers", action="store_true",
+                   help="also report timm's own export of the variant and timm's Swin-T side by side")
+    p.add_argument("--peers-iters", type=int, default=0, help="with --compare-peers: ONNX Runtime CPU runs to time each")
+    p.add_argument("--no-build", action="store_true", help="do not build TensorRT engines after the export")
+    p.add_argument("--engines-dir", type=Path, default=Path("engines"))
+    p.add_argument("--triton-repo", type=Path, default=None, help="also write a Triton model repository here")
+    p.add_argument("-o", "--out-dir", type=Path, default=Path("export"))
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or step messages")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, args.quiet)
+    return run(lambda: _main(args))
+
+
+def _main(args: argparse.Namespace) -> int:
+    precisions = ("fp32",) + (("fp16",) if args.fp16 else ()) + (("int8",) if args.int8 else ())
+    opts = ExportOptions(
+        variant=args.variant, out_dir=args.out_dir, weights=args.weights, precisions=precisions, batch=args.batch,
+        dynamic_batch=args.dynamic_batch, img_size=args.img_size, dynamic_shape=args.dynamic_shape,
+        features=args.features, opset=args.opset, calib_dir=args.calib_data, calib_method=args.calib_method,
+        calib_size=args.calib_size, calib_synthetic=args.calib_synthetic, fp16_io=args.fp16_io,
+        verify_samples=args.verify_samples, progress=not args.quiet,
+    )
+    res = export_variant(opts, on_step=None if args.quiet else lambda m: print(f"[twins-export] {m}", file=sys.stderr))
+    reports = [res.reports[p] for p in res.artifacts]
+    print(format_report(reports))
+    print()
+    print(res.summary())
+    report_path = artifacts.write_json_atomic(
+        Path(args.out_dir) / f"{opts.stem}.report.json",
+        {"variant": opts.variant, "stem": opts.stem,
+         "graphs": {p: r.to_dict() for p, r in res.reports.items()},
+         "verification": {p: v.to_dict() for p, v in res.verdicts.items()},
+         "artifacts": {p: str(a) for p, a in res.artifacts.items()}},
+    )
+    print(f"\nwrote {', '.join(str(a) for a in res.artifacts.values())} (manifests beside them); report {report_path}")
+
+    if args.compare_peers:
+        from twins_trt.export.peers import compare_peers
+
+        peers = compare_peers(opts.variant, res.artifacts["fp32"], Path(args.out_dir), opts.opset, args.peers_iters)
+        print("\ngraph comparison (static 224 export, fp32):")
+        print(format_report([p.report for p in peers.values()]))
+        if args.peers_iters:
+            base = peers[next(iter(peers))].img_per_s
+            print("\nONNX Runtime CPU, batch 1, median img/s (measured round-robin in this process):")
+            for name, p in peers.items():
+                print(f"  {name:40s} {p.img_per_s:8.1f} img/s  ({p.img_per_s / base:.2f}x ours)")
+        artifacts.write_json_atomic(Path(args.out_dir) / f"{opts.stem}.peers.json",
+                                    {k: {**v.report.to_dict(), "img_per_s": v.img_per_s} for k, v in peers.items()})
+
+    if args.triton_repo is not None:
+        from twins_trt.triton import write_triton_repo
+
+        written = write_triton_repo(list(res.artifacts.values()), args.triton_repo)
+        print(f"Triton model repository: {', '.join(str(w) for w in written)}")
+
+    if not args.no_build and any(p in res.artifacts for p in ("fp16", "int8")):
+        from twins_trt.trt import try_build_after_export
+
+        for precision in ("fp16", "int8"):
+            if precision in res.artifacts:
+                print(try_build_after_export(res.artifacts[precision], args.engines_dir)[1])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
