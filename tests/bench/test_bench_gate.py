@@ -1,0 +1,110 @@
+"""The regression gate: pure functions on result documents, plus its exit code through the CLI."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from conftest import make_doc
+
+from twins_trt.bench import gate
+from twins_trt.errors import RegressionError
+
+
+def slow_down(doc: dict, backend: str, factor: float) -> dict:
+    """The same run with `backend` `factor` times slower in every round (its ratio to torch drops)."""
+    rounds = {(r["backend"], r["batch"]): [x * (factor if r["backend"] == backend else 1) for x in r["round_p50_ms"]]
+              for r in doc["results"]}
+    return make_doc(rounds)
+
+
+def test_baseline_stores_exactly_the_gated_ratios(doc):
+    base = gate.make_baseline(doc, command="twins-bench ...")
+    assert base["gated"] == {"svt_s/ort-cpu/b1": pytest.approx(1.25), "svt_s/ort-cpu/b8": pytest.approx(1.4)}
+    assert base["kind"] == gate.BASELINE_KIND and "torch" in base["figure"]
+    assert base["context"]["env"]["cpu"] == "Test CPU"
+
+
+def test_identical_run_passes(doc, tmp_path):
+    path = gate.write_baseline(doc, tmp_path / "b.json")
+    rep = gate.check_regression(gate.read_baseline(path), copy.deepcopy(doc), 0.15)
+    assert rep.passed and len(rep.lines) == 2
+    gate.enforce(rep)
+
+
+def test_injected_30_percent_slowdown_fails_with_the_numbers(doc):
+    base = gate.make_baseline(doc)
+    slow = slow_down(doc, "ort-cpu", 1 / 0.7)  # ORT ratio to torch drops by 30%
+    rep = gate.check_regression(base, slow, 0.15, baseline_name="bench/baselines/cpu_svt_s.json")
+    assert not rep.passed and len(rep.failures) == 2
+    with pytest.raises(RegressionError) as e:
+        gate.enforce(rep)
+    msg = str(e.value)
+    assert "svt_s/ort-cpu/b1" in msg and "bench/baselines/cpu_svt_s.json" in msg
+    assert "baseline 1.250, new 0.875 (-30.0%), allowed >= 1.062" in msg
+
+
+def test_small_slowdown_within_bound_passes(doc):
+    rep = gate.check_regression(gate.make_baseline(doc), slow_down(doc, "ort-cpu", 1.10), 0.15)
+    assert rep.passed
+
+
+def test_torch_getting_faster_is_a_regression_of_the_ratio_only_beyond_the_bound(doc):
+    # a faster reference lowers every ratio: the gate is about the relative standing of the backends
+    rep = gate.check_regression(gate.make_baseline(doc), slow_down(doc, "torch", 0.75), 0.15)
+    assert not rep.passed
+
+
+def test_missing_figure_fails_and_context_differences_are_noted(doc):
+    base = gate.make_baseline(doc)
+    only_b1 = make_doc({("torch", 1): [100.0], ("ort-cpu", 1): [80.0]}, threads=1)
+    rep = gate.check_regression(base, only_b1, 0.15)
+    assert not rep.passed and "svt_s/ort-cpu/b8: not measured in this run" in rep.failures[0]
+    assert any("threads=2" in n for n in rep.notes)
+
+
+def test_parse_fraction():
+    assert gate.parse_fraction("15%") == pytest.approx(0.15)
+    assert gate.parse_fraction("0.2") == pytest.approx(0.2)
+    for bad in ("abc", "150%", "-5%", "1"):
+        with pytest.raises(ValueError):
+            gate.parse_fraction(bad)
+
+
+def test_read_baseline_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--write-baseline"):
+        gate.read_baseline(tmp_path / "none.json")
+    (tmp_path / "x.json").write_text('{"kind": "something"}')
+    with pytest.raises(ValueError, match="not a twins-bench baseline"):
+        gate.read_baseline(tmp_path / "x.json")
+
+
+def test_cli_exit_code_3_on_regression(doc, tmp_path, monkeypatch, capsys):
+    from twins_trt.bench import core
+    from twins_trt.cli import bench as cli
+
+    base = gate.write_baseline(doc, tmp_path / "base.json")
+    monkeypatch.setattr(core, "run_benchmark", lambda cfg, caps=None, say=print: slow_down(doc, "ort-cpu", 1.5))
+    rc = cli.main(["--backends", "torch,ort-cpu", "--batch", "1,8", "-o", str(tmp_path / "out"), "--no-plot", "-q",
+                   "--baseline", str(base), "--max-regression", "15%"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "regressed more than 15%" in err and "svt_s/ort-cpu/b8" in err
+    monkeypatch.setattr(core, "run_benchmark", lambda cfg, caps=None, say=print: copy.deepcopy(doc))
+    assert cli.main(["--backends", "torch,ort-cpu", "--batch", "1,8", "-o", str(tmp_path / "out"), "--no-plot",
+                     "-q", "--baseline", str(base)]) == 0
+
+
+def test_cli_retry_passes_when_the_slowdown_does_not_reproduce(doc, tmp_path, monkeypatch, capsys):
+    from twins_trt.bench import core
+    from twins_trt.cli import bench as cli
+
+    base = gate.write_baseline(doc, tmp_path / "base.json")
+    runs = iter([slow_down(doc, "ort-cpu", 1.5), copy.deepcopy(doc)])  # a noisy first try, then a clean one
+    monkeypatch.setattr(core, "run_benchmark", lambda cfg, caps=None, say=print: next(runs))
+    rc = cli.main(["--backends", "torch,ort-cpu", "--batch", "1,8", "-o", str(tmp_path / "out"), "--name", "g",
+                   "--no-plot", "-q", "--baseline", str(base)])
+    assert rc == 0 and "measuring again to confirm" in capsys.readouterr().err
+    import json
+
+    saved = json.loads((tmp_path / "out" / "g.json").read_text())["gate"]
+    assert saved["passed"] and [t["passed"] for t in saved["tries"]] == [False, True]

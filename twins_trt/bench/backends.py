@@ -1,0 +1,224 @@
+"""Backend names, what each needs, and why one cannot run here.
+
+One naming scheme: ``<runtime>[-<provider>][-<precision>]``, precision fp32 when left out.
+
+    torch            PyTorch eager fp32 (on --device: cuda when visible, else cpu)
+    torch-compile    torch.compile fp32 (same device)
+    torch-fp16       PyTorch eager under fp16 autocast (CUDA only)
+    ort-cpu[-fp16|-int8]   ONNX Runtime, CPU execution provider, on the fp32/fp16/int8 ONNX
+    ort-cuda[-fp16|-int8]  ONNX Runtime, CUDA execution provider
+    ort-trt[-fp16|-int8]   ONNX Runtime, TensorRT execution provider
+    trt-fp32|trt-fp16|trt-int8   TensorRT engine (TrtRunner) built from that ONNX
+
+Groups: ``cpu``, ``gpu``, ``all``, ``auto`` (``gpu`` where torch sees a CUDA device, else ``cpu``).
+Everything here is pure data and pure functions; `Capabilities.detect()` is the only probe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twins_trt.export import PRECISIONS
+
+ORT_PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                      "trt": "TensorrtExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    runtime: str  # torch | ort | trt
+    precision: str = "fp32"
+    provider: str | None = None  # ort: cpu | cuda | trt
+    compile: bool = False
+    gpu_only: bool = False
+
+    @property
+    def needs_onnx(self) -> bool:
+        return self.runtime in ("ort", "trt")
+
+    @property
+    def needs_engine(self) -> bool:
+        return self.runtime == "trt"
+
+    @property
+    def is_torch(self) -> bool:
+        return self.runtime == "torch"
+
+
+def _table() -> dict[str, Backend]:
+    out = {
+        "torch": Backend("torch", "torch"),
+        "torch-compile": Backend("torch-compile", "torch", compile=True),
+        "torch-fp16": Backend("torch-fp16", "torch", precision="fp16", gpu_only=True),
+    }
+    for provider in ORT_PROVIDER_NAMES:
+        for p in PRECISIONS:
+            name = f"ort-{provider}" if p == "fp32" else f"ort-{provider}-{p}"
+            out[name] = Backend(name, "ort", p, provider, gpu_only=provider != "cpu")
+    for p in PRECISIONS:
+        out[f"trt-{p}"] = Backend(f"trt-{p}", "trt", p, gpu_only=True)
+    return out
+
+
+BACKENDS: dict[str, Backend] = _table()
+REFERENCE = "torch"  # speedups and the gate are relative to PyTorch eager fp32
+GROUPS: dict[str, list[str]] = {
+    "cpu": ["torch", "torch-compile", "ort-cpu", "ort-cpu-fp16", "ort-cpu-int8"],
+    "gpu": ["torch", "torch-fp16", "torch-compile", "ort-cuda", "ort-cuda-fp16", "ort-trt", "ort-trt-fp16",
+            "ort-trt-int8", "trt-fp32", "trt-fp16", "trt-int8"],
+    "all": list(BACKENDS),
+}
+ALIASES = {"ort-cpu-fp32": "ort-cpu", "ort-cuda-fp32": "ort-cuda", "ort-trt-fp32": "ort-trt", "torch-fp32": "torch",
+           "torch-eager": "torch"}
+
+
+def parse_backends(text: str, cuda: bool = False) -> list[Backend]:
+    """`"torch,ort-cpu-int8,gpu"` -> Backends in the order given, duplicates dropped. ValueError names the bad ones."""
+    names: list[str] = []
+    bad: list[str] = []
+    for raw in text.split(","):
+        tok = raw.strip().lower()
+        if not tok:
+            continue
+        if tok == "auto":
+            tok = "gpu" if cuda else "cpu"
+        if tok in GROUPS:
+            names += GROUPS[tok]
+        elif ALIASES.get(tok, tok) in BACKENDS:
+            names.append(ALIASES.get(tok, tok))
+        else:
+            bad.append(raw.strip())
+    if bad:
+        raise ValueError(f"unknown backend(s) {', '.join(map(repr, bad))}; expected names from: {', '.join(BACKENDS)} "
+                         f"or a group: {', '.join(GROUPS)}, auto (scheme: <runtime>[-<provider>][-<precision>])")
+    if not names:
+        raise ValueError("no backend given; e.g. --backends torch,ort-cpu")
+    return [BACKENDS[n] for n in dict.fromkeys(names)]
+
+
+def parse_batches(text: str) -> list[int]:
+    """`"1,8,64"` -> [1, 8, 64]; ValueError for anything that is not a positive integer."""
+    out: list[int] = []
+    for tok in text.split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        try:
+            b = int(tok)
+        except ValueError:
+            raise ValueError(f"batch sizes must be positive integers separated by commas (e.g. 1,8,64); "
+                             f"got {tok!r} in {text!r}") from None
+        if b < 1:
+            raise ValueError(f"batch sizes must be >= 1; got {b} in {text!r}")
+        out.append(b)
+    if not out:
+        raise ValueError(f"no batch size in {text!r}; e.g. --batch 1,8")
+    return list(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this machine offers; detect() probes it, tests build one by hand."""
+
+    cuda: bool = False
+    gpu_name: str | None = None
+    ort_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    tensorrt_ok: bool = False
+    tensorrt_why: str = "TensorRT is not importable here"
+
+    @classmethod
+    def detect(cls) -> Capabilities:
+        from twins_trt.runners import cuda_available
+        from twins_trt.trt import tensorrt_status
+
+        cuda = cuda_available()
+        gpu = None
+        if cuda:
+            import torch
+
+            gpu = torch.cuda.get_device_name()
+        try:
+            import onnxruntime as ort
+
+            providers = tuple(ort.get_available_providers())
+        except ImportError:  # pragma: no cover
+            providers = ()
+        ok, why = tensorrt_status()
+        return cls(cuda, gpu, providers, ok, why)
+
+
+def skip_reason(b: Backend, caps: Capabilities, device: str = "auto") -> str | None:
+    """One line saying why `b` cannot run here, or None when it can."""
+    no_gpu = "no CUDA GPU is visible to torch on this machine"
+    if b.runtime == "torch":
+        if b.precision == "fp16" and not caps.cuda:
+            return f"fp16 PyTorch runs on CUDA only and {no_gpu}"
+        if device == "cuda" and not caps.cuda:
+            return f"--device cuda asked for, but {no_gpu}"
+        return None
+    if b.runtime == "ort":
+        prov = ORT_PROVIDER_NAMES[b.provider]
+        if prov not in caps.ort_providers:
+            return f"ONNX Runtime here lacks {prov} (available: {', '.join(caps.ort_providers) or 'none'})"
+        if b.provider != "cpu" and not caps.cuda:
+            return f"ONNX Runtime's {prov} needs a GPU and {no_gpu}"
+        if b.provider == "trt" and not caps.tensorrt_ok:
+            return f"ONNX Runtime's {prov} needs the TensorRT libraries: {caps.tensorrt_why}"
+        return None
+    if b.runtime == "trt":
+        if not caps.tensorrt_ok:
+            return caps.tensorrt_why
+        return None
+    raise ValueError(f"unknown runtime {b.runtime!r}")  # pragma: no cover
+
+
+def torch_device(device: str, caps: Capabilities) -> str:
+    """--device auto -> cuda where visible, else cpu."""
+    if device == "auto":
+        return "cuda" if caps.cuda else "cpu"
+    return device
+
+
+@dataclass
+class Plan:
+    """What a run will do: backends to run, backends skipped (with reasons), artifacts it needs."""
+
+    run: list[Backend] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    onnx_precisions: list[str] = field(default_factory=list)
+    engine_precisions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"run": [b.name for b in self.run], "skipped": dict(self.skipped),
+                "onnx_precisions": list(self.onnx_precisions), "engine_precisions": list(self.engine_precisions)}
+
+
+def plan_run(backends: list[Backend], caps: Capabilities, device: str = "auto", *,
+             can_calibrate: bool = True, int8_available: bool = False) -> Plan:
+    """Split backends into run/skipped and list the ONNX and engines the runnable ones need.
+
+    The PyTorch fp32 reference is always run (speedups and the gate are relative to it).
+    `can_calibrate`: --calib-data or --calib-synthetic was given; `int8_available`: a matching int8
+    ONNX already exists, so no calibration is needed.
+    """
+    plan = Plan()
+    if REFERENCE not in [b.name for b in backends]:
+        backends = [BACKENDS[REFERENCE], *backends]
+    for b in backends:
+        why = skip_reason(b, caps, device)
+        if why is None and b.precision == "int8" and b.needs_onnx and not (can_calibrate or int8_available):
+            why = ("INT8 needs a calibrated ONNX: pass --calib-data DIR (real images) or --calib-synthetic "
+                   "(random data: fine for speed, not for accuracy)")
+        if why is not None:
+            plan.skipped[b.name] = why
+            continue
+        plan.run.append(b)
+        if b.needs_onnx and b.precision not in plan.onnx_precisions:
+            plan.onnx_precisions.append(b.precision)
+        if b.needs_engine and b.precision not in plan.engine_precisions:
+            plan.engine_precisions.append(b.precision)
+    order = {p: i for i, p in enumerate(PRECISIONS)}
+    plan.onnx_precisions.sort(key=order.__getitem__)
+    plan.engine_precisions.sort(key=order.__getitem__)
+    return plan

@@ -1,0 +1,46 @@
+"""Throughput vs batch, one line per backend, speedup vs PyTorch fp32 annotated (matplotlib Agg, no display)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twins_trt.artifacts import atomic_path
+
+
+def plot_throughput(doc: dict, path: str | os.PathLike) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    variants = list(dict.fromkeys(r["variant"] for r in doc["results"]))
+    fig, axes = plt.subplots(1, max(len(variants), 1), figsize=(6.5 * max(len(variants), 1), 4.5), squeeze=False)
+    for ax, variant in zip(axes[0], variants, strict=False):
+        rows = [r for r in doc["results"] if r["variant"] == variant]
+        for backend in dict.fromkeys(r["backend"] for r in rows):
+            pts = sorted((r for r in rows if r["backend"] == backend), key=lambda r: r["batch"])
+            xs, ys = [r["batch"] for r in pts], [r["img_s"] for r in pts]
+            style = "--" if pts[0]["runtime"] == "torch" else "-"
+            ax.plot(xs, ys, style, marker="o", label=backend)
+            for r in pts:
+                if r.get("speedup_vs_torch") is not None and r["backend"] != "torch":
+                    ax.annotate(f"{r['speedup_vs_torch']:.2f}x", (r["batch"], r["img_s"]), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7)
+        batches = sorted({r["batch"] for r in rows})
+        if len(batches) > 1:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlabel("batch")
+        ax.set_ylabel("images / s")
+        ax.set_title(f"{variant} (annotations: speedup vs PyTorch fp32)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    env = doc.get("env", {})
+    gpu = (env.get("gpu") or {}).get("name")
+    fig.suptitle(f"twins-bench on {gpu or env.get('cpu', '?')}, {doc['config'].get('threads')} thread(s)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
