@@ -286,7 +286,8 @@ def apply_scales(model: onnx.ModelProto, scales: dict[str, float]) -> int:
     return len(scales)
 
 
-def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray, cache: dict | None) -> tuple[onnx.ModelProto, dict]:
+def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
+            cache: dict | None) -> tuple[onnx.ModelProto, dict, bool]:
     """ModelOpt PTQ: per-channel weights, calibrated activations, fp16 elsewhere (TensorRT's best mix)."""
     from modelopt.onnx.quantization import quantize
 
@@ -298,10 +299,15 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray, cache:
                  direct_io_types=opts.fp16_io)
     proto = onnx.load(str(dst))
     if cache:
+        if set(activation_scales(proto)) != set(cache):
+            # one sample gave a different set of quantized activations: the cache does not describe this
+            # graph, so calibrate for real rather than mix cached and one-sample scales
+            log.info("calibration cache does not cover this graph's activations; recalibrating")
+            return to_int8(src, dst, opts, calib, None)
         apply_scales(proto, cache)
     set_metadata(proto, _metadata(opts, "int8"))
     onnx.save(proto, str(dst))
-    return proto, activation_scales(proto)
+    return proto, activation_scales(proto), bool(cache)
 
 
 def _progress_reader(src: Path, data: np.ndarray, progress: bool):
@@ -487,16 +493,18 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
         say(f"quantizing to INT8 with ModelOpt ({opts.calib_method} calibration on {len(calib)} "
             f"{'real' if calib_files else 'SYNTHETIC'} sample(s){', scales from cache' if cache else ''})")
         scales: dict[str, float] = {}
+        reused = [False]
 
         def build_int8(tmp: Path) -> dict:
-            scales.update(to_int8(fp32_path, tmp, opts, calib, cache)[1])
+            _, got, reused[0] = to_int8(fp32_path, tmp, opts, calib, cache)
+            scales.update(got)
             return {"calibration": {"method": opts.calib_method, "samples": int(len(calib)),
                                     "source": str(opts.calib_dir) if opts.calib_dir else "synthetic",
                                     "skipped_images": res.skipped_images, "cache": cache_path.name,
-                                    "cache_reused": bool(cache), "key": key}}
+                                    "cache_reused": reused[0], "key": key}}
 
         produce("int8", build_int8)
-        if not cache:
+        if not reused[0]:
             artifacts.write_json_atomic(cache_path, {"key": key, "method": opts.calib_method, "scales": scales})
     return res
 
