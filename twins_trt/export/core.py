@@ -292,8 +292,8 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
     from modelopt.onnx.quantization import quantize
 
     data = calib[:1] if cache else calib  # cached scales: one sample only builds the Q/DQ structure
-    reader = _progress_reader(src, data, opts.progress)
     with _quiet():
+        reader = _progress_reader(src, data, opts.progress)  # ModelOpt logs as the provider is built
         quantize(str(src), quantize_mode="int8", calibration_data_reader=reader, calibration_method=opts.calib_method,
                  calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR", opset=opts.opset,
                  direct_io_types=opts.fp16_io)
