@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import make_doc
+from bench_docs import make_doc
 
 from twins_trt.bench import gate
 from twins_trt.errors import RegressionError

@@ -6,7 +6,7 @@ import json
 
 import matplotlib.figure
 import pytest
-from conftest import make_doc
+from bench_docs import make_doc
 
 from twins_trt.bench.core import PAPER_FIGURES
 from twins_trt.bench.report import format_markdown, format_table, write_reports

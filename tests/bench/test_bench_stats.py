@@ -6,7 +6,7 @@ import statistics
 
 import numpy as np
 import pytest
-from conftest import make_doc
+from bench_docs import make_doc
 
 from twins_trt.bench.backends import BACKENDS
 from twins_trt.bench.core import BenchConfig, latency_stats, measure, median_ratio, percentile, time_iterations
