@@ -108,3 +108,11 @@ def test_cli_retry_passes_when_the_slowdown_does_not_reproduce(doc, tmp_path, mo
 
     saved = json.loads((tmp_path / "out" / "g.json").read_text())["gate"]
     assert saved["passed"] and [t["passed"] for t in saved["tries"]] == [False, True]
+
+
+def test_a_busy_machine_is_noted(doc):
+    busy = copy.deepcopy(doc)
+    busy["env"]["load_average_at_start"] = [3.2, 2.5, 2.0]
+    rep = gate.check_regression(gate.make_baseline(doc), busy, 0.15)
+    assert rep.passed and any("machine was busy" in n for n in rep.notes)
+    assert not any("busy" in n for n in gate.check_regression(gate.make_baseline(doc), doc, 0.15).notes)

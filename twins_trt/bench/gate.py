@@ -124,6 +124,11 @@ def check_regression(baseline: dict, doc: dict, max_regression: float, baseline_
             rep.failures.append(line[5:])
         elif change > max_regression:
             rep.notes.append(f"{key} improved by {change:.0%}: consider --write-baseline to lock it in")
+    env = doc.get("env") or {}
+    load, cores = env.get("load_average_at_start"), env.get("usable_cores")
+    if load and cores and load[0] > 0.5 * cores:
+        rep.notes.append(f"the machine was busy when this run started (1-min load {load[0]} on {cores} cores): "
+                         "contention slows multi-threaded PyTorch most, so ratios read high and a pass says less")
     ctx = (baseline.get("context") or {}).get("config") or {}
     for k in ("threads", "batches", "iters", "rounds", "torch_attn"):
         if k in ctx and ctx[k] != doc["config"].get(k):

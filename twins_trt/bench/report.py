@@ -32,7 +32,7 @@ def table_rows(doc: dict, wide: bool = False) -> list[list[str]]:
             mem = r.get("peak_memory_bytes")
             kind = "" if r.get("memory_kind") == "device_peak" else " (RSS)"
             row += [f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{lat['stdev']:.2f}", _x(r.get("speedup_vs_torch")),
-                    _best(r), f"{r['iterations']}x{r['rounds']}r",
+                    _best(r), f"{r['iterations']} in {r['rounds']}r",
                     "-" if mem is None else f"{mem / 2**20:.0f}{kind}"]
         else:
             row += [f"{lat['p99']:.2f}", _x(r.get("speedup_vs_torch")), _best(r)]
