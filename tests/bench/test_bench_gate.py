@@ -79,10 +79,20 @@ def test_read_baseline_errors(tmp_path):
         gate.read_baseline(tmp_path / "x.json")
 
 
+def here(doc: dict) -> dict:
+    """`doc` as if measured on this machine (a recorded baseline is only accepted where it was recorded)."""
+    from twins_trt.bench.env import capture_environment
+
+    out = copy.deepcopy(doc)
+    out["env"] = capture_environment(2)
+    return out
+
+
 def test_cli_exit_code_3_on_regression(doc, tmp_path, monkeypatch, capsys):
     from twins_trt.bench import core
     from twins_trt.cli import bench as cli
 
+    doc = here(doc)
     base = gate.write_baseline(doc, tmp_path / "base.json")
     monkeypatch.setattr(core, "run_benchmark", lambda cfg, caps=None, say=print: slow_down(doc, "ort-cpu", 1.5))
     rc = cli.main(["--backends", "torch,ort-cpu", "--batch", "1,8", "-o", str(tmp_path / "out"), "--no-plot", "-q",
@@ -98,6 +108,7 @@ def test_cli_retry_passes_when_the_slowdown_does_not_reproduce(doc, tmp_path, mo
     from twins_trt.bench import core
     from twins_trt.cli import bench as cli
 
+    doc = here(doc)
     base = gate.write_baseline(doc, tmp_path / "base.json")
     runs = iter([slow_down(doc, "ort-cpu", 1.5), copy.deepcopy(doc)])  # a noisy first try, then a clean one
     monkeypatch.setattr(core, "run_benchmark", lambda cfg, caps=None, say=print: next(runs))
@@ -116,3 +127,61 @@ def test_a_busy_machine_is_noted(doc):
     rep = gate.check_regression(gate.make_baseline(doc), busy, 0.15)
     assert rep.passed and any("machine was busy" in n for n in rep.notes)
     assert not any("busy" in n for n in gate.check_regression(gate.make_baseline(doc), doc, 0.15).notes)
+
+
+def test_baseline_records_the_machine_fingerprint(doc):
+    fp = gate.make_baseline(doc)["fingerprint"]
+    assert fp["cpu"] == "Test CPU" and fp["cores"] == 2 and fp["torch"] == "2.x"
+    assert set(fp) == {"cpu", "isa", "cores", "gpu", "driver", "torch", "onnxruntime", "tensorrt"}
+
+
+def test_a_baseline_from_another_machine_is_refused_with_what_differs(doc):
+    base = gate.make_baseline(here(doc))
+    gate.check_fingerprint(base, here(doc)["env"])  # same machine: accepted
+    other = here(doc)
+    other["env"]["cpu"] = "Intel(R) Xeon(R) Platinum 8480+"
+    other["env"]["isa"] = ["avx2", "avx512f", "amx_tile"]
+    other["env"]["versions"]["torch"] = "9.9.9"
+    with pytest.raises(gate.FingerprintError) as e:
+        gate.check_fingerprint(base, other["env"], "b.json")
+    msg = str(e.value)
+    assert "b.json was recorded on another machine" in msg and "-> Intel(R) Xeon(R) Platinum 8480+" in msg
+    assert "-> 9.9.9" in msg and "amx_tile" in msg and "--against REV" in msg and "--write-baseline" in msg
+
+
+def test_the_old_format_1_baseline_is_refused_here():
+    """The ratio baseline CI used to gate on (AMD EPYC, torch 2.14.1, no ISA flags recorded)."""
+    from pathlib import Path
+
+    from twins_trt.bench.env import capture_environment
+
+    old = gate.read_baseline(Path(__file__).parent / "data" / "format1_amd_epyc_torch2141.json")
+    with pytest.raises(gate.FingerprintError, match="isa: not recorded"):
+        gate.check_fingerprint(old, capture_environment(2))
+
+
+def test_cli_refuses_a_foreign_baseline_before_measuring(doc, tmp_path, monkeypatch, capsys):
+    from twins_trt.bench import core
+    from twins_trt.cli import bench as cli
+
+    base = gate.write_baseline(doc, tmp_path / "base.json")  # "Test CPU": not this machine
+
+    def must_not_run(*a, **k):
+        raise AssertionError("measured although the baseline was refused")
+
+    monkeypatch.setattr(core, "run_benchmark", must_not_run)
+    rc = cli.main(["--backends", "torch,ort-cpu", "--batch", "1,8", "-o", str(tmp_path / "out"), "-q",
+                   "--baseline", str(base)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: ") and "cpu: Test CPU -> " in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [("[1, 2]", "not a twins-bench baseline"),
+                                              ("{not json", "not valid JSON")])
+def test_read_baseline_bad_files(tmp_path, content, message):
+    (tmp_path / "b.json").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        gate.read_baseline(tmp_path / "b.json")
+    with pytest.raises(ValueError, match="is a directory"):
+        gate.read_baseline(tmp_path)

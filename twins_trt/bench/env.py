@@ -20,6 +20,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> list[str]:
+    """The instruction-set flags that change which kernels the libraries pick (sorted, from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in ISA_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
 def usable_cores() -> int:
     """Cores this process may run on (affinity / cgroup cpuset), not the host's total."""
     try:
@@ -60,6 +76,7 @@ def capture_environment(threads: int | None = None) -> dict:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "isa": cpu_flags(),
         "usable_cores": usable_cores(),
         "threads": {"torch": torch.get_num_threads(), "ort_intra_op": threads},
         "load_average_at_start": load,
@@ -67,6 +84,32 @@ def capture_environment(threads: int | None = None) -> dict:
         "versions": tool_versions(),
         "git_commit": git_commit(),
     }
+
+
+def fingerprint(env: dict) -> dict:
+    """What a recorded speed figure depends on besides our code: the machine and the libraries' versions."""
+    gpu = env.get("gpu") or {}
+    v = env.get("versions") or {}
+    return {"cpu": env.get("cpu"), "isa": env.get("isa"), "cores": env.get("usable_cores"),
+            "gpu": gpu.get("name"), "driver": gpu.get("driver"), "torch": v.get("torch"),
+            "onnxruntime": v.get("onnxruntime-gpu") or v.get("onnxruntime"),
+            "tensorrt": v.get("tensorrt")}
+
+
+def fingerprint_differences(recorded: dict, here: dict) -> list[str]:
+    """`what: recorded -> here` for every field that differs; a field the record lacks differs too."""
+    def show(value) -> str:
+        if isinstance(value, list):
+            return " ".join(value) or "none of " + "/".join(ISA_FLAGS)
+        return "none" if value is None else str(value)
+
+    out = []
+    for key, now in here.items():
+        then = recorded.get(key)
+        if then != now:
+            was = "not recorded" if then is None and key == "isa" else show(then)
+            out.append(f"{key}: {was} -> {show(now)}")
+    return out
 
 
 def environment_line(env: dict) -> str:

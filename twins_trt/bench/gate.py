@@ -1,4 +1,9 @@
-"""Regression gate on speed ratios measured in one run, never on raw milliseconds.
+"""Recorded-baseline regression gate (`--baseline FILE`), for users' fixed runners.
+
+The project's own CI gates with `--against REV` instead (bench/ab.py): both revisions measured on
+the same machine in one run. A recorded baseline holds only on the machine it was recorded on, so it
+carries that machine's fingerprint (CPU model and ISA flags, cores, GPU and driver, torch, ONNX
+Runtime and TensorRT versions) and is refused anywhere else, never turned into a false regression.
 
 The gated figure of a (variant, backend, batch) cell is its `speedup_vs_torch`: the median over
 alternating rounds of PyTorch fp32 p50 / backend p50, both measured in the same process. Raw
@@ -17,7 +22,12 @@ from pathlib import Path
 
 from twins_trt.artifacts import write_json_atomic
 from twins_trt.bench.backends import REFERENCE
-from twins_trt.errors import RegressionError
+from twins_trt.bench.env import fingerprint, fingerprint_differences
+from twins_trt.errors import RegressionError, TwinsError
+
+
+class FingerprintError(TwinsError, ValueError):
+    """A recorded baseline measured on another machine or with other library versions."""
 
 BASELINE_KIND = "twins-bench-baseline"
 FIGURE = ("speedup_vs_torch: backend img/s / PyTorch eager fp32 img/s at the same batch in the same run "
@@ -54,8 +64,9 @@ def make_baseline(doc: dict, command: str | None = None) -> dict:
     cfg = doc["config"]
     return {
         "kind": BASELINE_KIND,
-        "format": 1,
+        "format": 2,
         "figure": FIGURE,
+        "fingerprint": fingerprint(doc["env"]),
         "gated": figures,
         "command": command,
         "context": {
@@ -78,12 +89,31 @@ def read_baseline(path: str | os.PathLike) -> dict:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"baseline {path} does not exist; write one with --write-baseline {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"baseline {path} is a directory; give the JSON file --write-baseline wrote") from None
+    except OSError as e:
+        raise ValueError(f"baseline {path} cannot be read ({e.strerror or e})") from None
     except ValueError as e:
         raise ValueError(f"baseline {path} is not valid JSON ({e})") from e
-    if data.get("kind") != BASELINE_KIND or not isinstance(data.get("gated"), dict):
-        raise ValueError(f"{path} is not a twins-bench baseline (kind {data.get('kind')!r}); "
-                         f"write one with --write-baseline")
+    if not isinstance(data, dict) or data.get("kind") != BASELINE_KIND or not isinstance(data.get("gated"), dict):
+        kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path} is not a twins-bench baseline (kind {kind!r}); write one with --write-baseline")
     return data
+
+
+def recorded_fingerprint(baseline: dict) -> dict:
+    """The baseline's machine; format 1 (no fingerprint) falls back on the environment it stored."""
+    return baseline.get("fingerprint") or fingerprint((baseline.get("context") or {}).get("env") or {})
+
+
+def check_fingerprint(baseline: dict, env: dict, name: str = "baseline") -> None:
+    """FingerprintError naming what differs when `baseline` was not recorded on a machine like this one."""
+    diffs = fingerprint_differences(recorded_fingerprint(baseline), fingerprint(env))
+    if diffs:
+        raise FingerprintError(
+            f"{name} was recorded on another machine or with other libraries ({'; '.join(diffs)}), so its ratios "
+            "cannot be compared here: gate with --against REV (both revisions measured here, in one run), "
+            "or record a baseline on this machine with --write-baseline FILE")
 
 
 @dataclass

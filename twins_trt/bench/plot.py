@@ -44,3 +44,35 @@ def plot_throughput(doc: dict, path: str | os.PathLike) -> Path:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def plot_ab(doc: dict, path: str | os.PathLike) -> Path:
+    """New/base speed ratio per cell with its 95% interval and min..max, against the gate's bound."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in doc["cells"] if c.get("verdict")]
+    bound = 1 - doc["config"]["max_regression"]
+    colors = {"pass": "tab:green", "regression": "tab:red", "inconclusive": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(cells) + 2), 4.2))
+    for i, c in enumerate(cells):
+        v = c["verdict"]
+        ax.plot([i, i], v["spread"], color="0.7", linewidth=6, solid_capstyle="butt")
+        ax.errorbar([i], [v["ratio"]], yerr=[[v["ratio"] - v["low"]], [min(v["high"], 10) - v["ratio"]]], fmt="o",
+                    color=colors[v["status"]], capsize=5)
+        ax.annotate(f"{v['ratio']:.3f}\n{v['status']}", (i, v["ratio"]), textcoords="offset points", xytext=(8, -4),
+                    fontsize=7)
+    ax.axhline(1.0, color="0.4", linewidth=0.8)
+    ax.axhline(bound, color="tab:red", linestyle="--", linewidth=0.8, label=f"bound {bound:.2f}")
+    ax.set_xticks(range(len(cells)), [c["key"] for c in cells], rotation=20, fontsize=7)
+    ax.set_ylabel("new img/s / base img/s")
+    ax.set_title(f"A/B vs {doc['base_describe'][:60]} (dot: mean, bar: 95% interval, grey: min..max)", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -2,12 +2,15 @@
 
     twins-bench --variant svt_s --backends torch,ort-cpu,ort-cpu-fp16 --batch 1,8 --iters 10 --rounds 3
     twins-bench --variant svt_s --backends gpu --protocol paper --calib-synthetic      # on a GPU machine
-    twins-bench ... --baseline bench/baselines/cpu_svt_s.json --max-regression 15%   # regression gate
+    twins-bench --variant svt_s --backends torch,ort-cpu --batch 1,8 --against $(cat bench/baselines/REVISION)
+                                                        # A/B gate: this code vs a revision, same machine, one run
+    twins-bench ... --baseline my_runner.json --max-regression 10%   # gate against a baseline recorded on this machine
 
 Backend names: <runtime>[-<provider>][-<precision>] (torch, torch-compile, torch-fp16, ort-cpu, ort-cpu-fp16,
 ort-cuda-int8, ort-trt-fp16, trt-fp16, ...) or a group: cpu, gpu, all, auto. Backends that cannot run here
 are listed with the reason and the run goes on.
-Exit 0 done, 2 bad arguments or nothing could be measured, 3 a gated figure regressed.
+Exit 0 done (an A/B gate that stays inconclusive says so and exits 0), 2 bad arguments, a baseline from another
+machine, a revision this clone lacks, or nothing could be measured; 3 a gated figure or graph regressed.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--iters", type=int, help="timed iterations per cell and round (default: 10)")
     g.add_argument("--min-seconds", type=float, metavar="S",
                    help="instead of --iters: time each cell for at least S seconds per round (>= 3 iterations)")
-    p.add_argument("--rounds", type=int, help="alternating rounds over all backends (default: 3)")
+    p.add_argument("--rounds", type=int, help="alternating rounds over all backends (default: 3; 5 with --against)")
     p.add_argument("--threads", type=int,
                    help="CPU threads for torch and ONNX Runtime alike (default: all usable cores)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -72,8 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", default="bench/results", help="reports folder (default: bench/results)")
     p.add_argument("--name", help="report file stem (default: bench_<variants>_<UTC time>)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.add_argument("--baseline", metavar="FILE", help="gate this run against a baseline written by --write-baseline")
-    p.add_argument("--max-regression", default="15%", help="allowed drop of a gated ratio (default: 15%%)")
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument("--against", metavar="REV",
+                      help="A/B gate: measure this code and the code at git revision REV on this machine in one run, "
+                           "interleaved; gated figure: new img/s / base img/s per cell, plus a graph gate on the "
+                           "ONNX both revisions export")
+    gate.add_argument("--baseline", metavar="FILE",
+                      help="gate against a baseline written by --write-baseline on this same machine (refused, exit "
+                           "2, on another CPU, GPU or library versions)")
+    p.add_argument("--max-rounds", type=int, default=15, metavar="N",
+                   help="--against: measure inconclusive cells again, up to N rounds in all (default: 15)")
+    p.add_argument("--max-regression", default="10%", help="allowed drop of a gated figure (default: 10%%)")
     p.add_argument("--gate-retries", type=int, default=1, metavar="N",
                    help="when the gate fails, measure again up to N times and fail only if every try fails "
                         "(a real regression reproduces, a noisy neighbour rarely does; default: 1)")
@@ -104,6 +116,10 @@ def parse_args(argv: list[str] | None = None):
         parser.error(str(e))
     if not variants:
         parser.error("--variant is empty")
+    if args.against and (args.write_baseline or args.protocol):
+        parser.error("--against compares two revisions; it takes neither --write-baseline nor --protocol")
+    if args.against and args.min_seconds is not None:
+        parser.error("--against times a fixed number of iterations per round; use --iters, not --min-seconds")
     warmup, iters, rounds = args.warmup, args.iters, args.rounds
     if args.protocol == "paper":
         if args.batch and batches != PAPER_PROTOCOL["batch"]:
@@ -117,7 +133,8 @@ def parse_args(argv: list[str] | None = None):
     kwargs = dict(variants=variants, backends=backends, batches=batches, img_size=args.img_size,
                   warmup=10 if warmup is None else warmup,
                   iters=None if args.min_seconds is not None else (10 if iters is None else iters),
-                  min_seconds=args.min_seconds, rounds=3 if rounds is None else rounds, threads=args.threads,
+                  min_seconds=args.min_seconds, rounds=(5 if args.against else 3) if rounds is None else rounds,
+                  threads=args.threads,
                   device=args.device, weights=args.weights, torch_attn=args.torch_attn, export_dir=args.export_dir,
                   engines_dir=args.engines_dir, calib_dir=args.calib_data, calib_synthetic=args.calib_synthetic,
                   calib_size=args.calib_size, cuda_graph=args.cuda_graph, seed=args.seed, protocol=args.protocol,
@@ -142,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         return list_backends()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.against:
+        return run_against(args, kwargs, caps)
     from twins_trt.bench import gate
     from twins_trt.bench.core import BenchConfig, run_benchmark
     from twins_trt.bench.env import environment_line
@@ -151,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = BenchConfig(**kwargs)
         baseline = gate.read_baseline(args.baseline) if args.baseline else None
+        if baseline is not None:  # before measuring: a foreign baseline is refused, never a false regression
+            from twins_trt.bench.env import capture_environment, usable_cores
+
+            gate.check_fingerprint(baseline, capture_environment(cfg.threads or usable_cores()), args.baseline)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -198,6 +221,49 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_REGRESSION
         print("  PASS")
+    return EXIT_OK
+
+
+def run_against(args, kwargs: dict, caps) -> int:
+    """--against REV: both revisions measured here, interleaved; exit 0 pass/inconclusive, 3 regression."""
+    import time
+
+    from twins_trt.artifacts import ensure_dir, write_json_atomic
+    from twins_trt.bench.ab import ABConfig, format_ab, run_ab
+    from twins_trt.bench.backends import torch_device
+    from twins_trt.bench.env import environment_line, usable_cores
+    from twins_trt.bench.plot import plot_ab
+    from twins_trt.errors import TwinsError
+
+    try:
+        cfg = ABConfig(against=args.against, variants=kwargs["variants"], backends=[b.name for b in kwargs["backends"]],
+                       batches=kwargs["batches"], img_size=tuple(kwargs["img_size"]),
+                       threads=kwargs["threads"] or usable_cores(), warmup=kwargs["warmup"], iters=kwargs["iters"],
+                       rounds=kwargs["rounds"], max_rounds=max(args.max_rounds, kwargs["rounds"]),
+                       max_regression=args.max_regression_value, torch_attn=kwargs["torch_attn"],
+                       device=torch_device(kwargs["device"], caps), seed=kwargs["seed"])
+        out_dir = ensure_dir(args.out_dir)
+        doc = run_ab(cfg, say=lambda m: print(m, file=sys.stderr), progress=kwargs["progress"])
+    except (TwinsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    stem = args.name or f"ab_{'_'.join(cfg.variants)}_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    paths = [write_json_atomic(out_dir / f"{stem}.json", doc)]
+    if not args.no_plot and any(c.get("verdict") for c in doc["cells"]):
+        paths.append(plot_ab(doc, out_dir / f"{stem}.png"))
+    print(f"# {environment_line(doc['env'])}")
+    print(format_ab(doc))
+    print(f"\nwrote {', '.join(map(str, paths))}")
+    if doc["status"] == "regression":
+        failing = [c["key"] for c in doc["cells"] if (c.get("verdict") or {}).get("status") == "regression"]
+        print(f"error: regression against {args.against}: " + "; ".join(failing + doc["graph_failures"]),
+              file=sys.stderr)
+        return EXIT_REGRESSION
+    if doc["status"] == "inconclusive":
+        print(f"INCONCLUSIVE: the noise of this run does not resolve every cell within {cfg.max_rounds} rounds "
+              "(not a demonstrated regression; a quieter machine or more --max-rounds decides it)")
+        return EXIT_OK
+    print("PASS")
     return EXIT_OK
 
 
