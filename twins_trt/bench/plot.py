@@ -68,7 +68,7 @@ def plot_ab(doc: dict, path: str | os.PathLike) -> Path:
     ax.axhline(bound, color="tab:red", linestyle="--", linewidth=0.8, label=f"bound {bound:.2f}")
     ax.set_xticks(range(len(cells)), [c["key"] for c in cells], rotation=20, fontsize=7)
     ax.set_ylabel("new img/s / base img/s")
-    ax.set_title(f"A/B vs {doc['base_describe'][:60]} (dot: mean, bar: 95% interval, grey: min..max)", fontsize=8)
+    ax.set_title(f"A/B vs {doc['base_describe'][:60]} (dot: median, bar: its 95% interval, grey: min..max)", fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
