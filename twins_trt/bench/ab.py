@@ -259,7 +259,7 @@ class ABConfig:
 
 
 @dataclass
-class Cell:
+class ABCell:
     variant: str
     backend: str
     batch: int
@@ -315,7 +315,7 @@ def run_ab(cfg: ABConfig, say: Callable[[str], None] = print, progress: bool = T
                          engines_dir=str(scratch / side / "engines"), **setup)
             arts[side], doc["sides"][side] = out["onnx"], out["twins_trt"]
         _graph_gate(arts, doc, say)
-        cells = [Cell(v, b, n) for v in cfg.variants for b in cfg.backends for n in cfg.batches]
+        cells = [ABCell(v, b, n) for v in cfg.variants for b in cfg.backends for n in cfg.batches]
         _measure_rounds(cells, workers, cfg, say, progress)
     finally:
         for w in workers.values():
@@ -342,7 +342,7 @@ def _graph_gate(arts: dict[str, dict[str, dict[str, str]]], doc: dict, say: Call
                 + (f" -> FAIL {'; '.join(problems)}" if problems else " -> ok"))
 
 
-def _measure_rounds(cells: list[Cell], workers: dict[str, Worker], cfg: ABConfig, say, progress: bool) -> None:
+def _measure_rounds(cells: list[ABCell], workers: dict[str, Worker], cfg: ABConfig, say, progress: bool) -> None:
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.rounds * len(cells), desc="A/B", unit="cell", file=sys.stderr, disable=not progress,
