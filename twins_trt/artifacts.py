@@ -22,6 +22,10 @@ from typing import Any
 
 from twins_trt.errors import OutputDirError
 
+# Every final name this process has written, in order: lets a CLI say truthfully, after Ctrl-C, whether
+# anything complete was written before the interrupt (half-written files never reach a final name).
+_WRITTEN: list[Path] = []
+
 TOOL_PACKAGES = ("twins-trt", "torch", "onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "timm",
                  "polygraphy", "tensorrt", "tensorrt-cu12-bindings", "tensorrt-cu13-bindings")
 
@@ -52,11 +56,22 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+        _WRITTEN.append(final)
     finally:
         tmp_path.unlink(missing_ok=True)
         # torch/onnx may write external data beside the temporary file
         for extra in final.parent.glob(f"{tmp_path.name}*"):
             extra.unlink(missing_ok=True)
+
+
+def journal_mark() -> int:
+    """A bookmark in the record of final names written by this process (see `written_since`)."""
+    return len(_WRITTEN)
+
+
+def written_since(mark: int) -> list[Path]:
+    """Final names written (complete, by rename) since `journal_mark()` returned `mark`."""
+    return list(dict.fromkeys(_WRITTEN[mark:]))
 
 
 def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> Path:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def one_line(e: BaseException) -> str:
+    """`TypeName: last line of the message` (at most 300 characters): a foreign exception, fit for one report line."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1][:300] if lines else ''}".rstrip(": ")
+
+
 class TwinsError(Exception):
     """Base class of every error this package raises on purpose."""
 
@@ -54,3 +60,11 @@ class BuildError(TwinsError, RuntimeError):
 
 class RegressionError(TwinsError, RuntimeError):
     """A benchmark figure regressed beyond the allowed bound."""
+
+
+class InputFileError(TwinsError, ValueError):
+    """A file or folder the user named that is missing, unreadable, or not the kind the command takes."""
+
+
+class UsageError(TwinsError, ValueError):
+    """A command-line argument that is malformed or out of range (raised by the CLIs' parsers)."""

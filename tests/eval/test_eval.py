@@ -16,20 +16,11 @@ import numpy as np
 import pytest
 from image_folders import CORRUPT, NUM_GOOD, PHOTOS
 
+from twins_trt.bench.backends import BACKENDS
 from twins_trt.cli.eval import main
-from twins_trt.evaluate import (
-    BackendResult,
-    DatasetError,
-    EvalOptions,
-    _accumulate,
-    _finish,
-    _run_in_batches,
-    _Slot,
-    image_folder,
-    manifest_mismatch,
-    parse_backends,
-    read_class_map,
-)
+from twins_trt.eval import BackendResult, DatasetError, image_folder, read_class_map
+from twins_trt.eval.backends import Slot, eval_backends, run_in_batches
+from twins_trt.eval.metrics import accumulate, finish
 
 CLASSES = sorted(PHOTOS)
 
@@ -65,14 +56,14 @@ def test_full_run_succeeds_and_writes_json_and_markdown(full_run):
     assert (full_run["dir"] / "svt_s.eval.md").is_file()
     assert not list(full_run["dir"].glob("*.partial"))
     names = [b["name"] for b in full_run["report"]["backends"]]
-    assert names == ["torch", "ort-fp32", "ort-fp16", "ort-int8", "trt-fp16", "trt-int8"]
+    assert names == ["torch", "ort-cpu", "ort-cpu-fp16", "ort-cpu-int8", "trt-fp16", "trt-int8"]
 
 
 def test_agreement_and_cosine_within_bounds(full_run):
     rep = full_run["report"]
     torch_ = backend(rep, "torch")
     assert torch_["agreement"] == 100.0 and torch_["cosine_mean"] == pytest.approx(1.0)
-    fp32, fp16, int8 = (backend(rep, f"ort-{p}") for p in ("fp32", "fp16", "int8"))
+    fp32, fp16, int8 = (backend(rep, n) for n in ("ort-cpu", "ort-cpu-fp16", "ort-cpu-int8"))
     assert fp32["agreement"] == 100.0
     assert fp32["cosine_min"] > 0.9999
     assert fp16["cosine_mean"] > 0.999
@@ -113,7 +104,7 @@ def test_console_table(full_run):
     header = next(i for i, ln in enumerate(lines) if ln.startswith("backend"))
     assert lines[header].split()[:4] == ["backend", "status", "top-1", "%"]
     assert set(lines[header + 1].replace(" ", "")) == {"-"}
-    row = next(ln for ln in lines if ln.startswith("ort-int8"))
+    row = next(ln for ln in lines if ln.startswith("ort-cpu-int8"))
     assert row.split()[1] == "ok"
 
 
@@ -124,27 +115,14 @@ def test_second_run_reuses_the_export(full_run, photos, export_dir, tmp_path, ca
     assert rc == 0, err
     assert "reusing" in err and "exporting" not in err
     rep = json.loads((tmp_path / "svt_s.eval.json").read_text())
-    assert [b["name"] for b in rep["backends"]] == ["torch", "ort-fp32"]  # torch always the reference
-
-
-def test_export_manifest_mismatch_is_explained(full_run, photos, export_dir):
-    from twins_trt.artifacts import read_manifest
-
-    manifest = read_manifest(export_dir / "svt_s.int8.onnx")
-    opts = EvalOptions("svt_s", photos, calib_dir=photos, out_dir=None)
-    assert manifest_mismatch(manifest, opts, "int8", None) is None
-    assert "weights" in manifest_mismatch(manifest, EvalOptions("svt_s", photos, weights="timm", calib_dir=photos),
-                                          "int8", None)
-    assert "calibration" in manifest_mismatch(manifest, EvalOptions("svt_s", photos, calib_synthetic=True), "int8",
-                                              None)
-    assert "batch" in manifest_mismatch(manifest, EvalOptions("svt_s", photos, batch=8, calib_dir=photos), "int8",
-                                        None)
+    assert [b["name"] for b in rep["backends"]] == ["torch", "ort-cpu"]  # torch always the reference; old name
 
 
 def test_trt_only_run_is_torch_plus_skip(photos, export_dir, tmp_path, capsys):
+    """The only requested backend cannot run here: its row says why, the reference reports, and the exit is 2."""
     rc, out, err = run(capsys, "--variant", "svt_s", "--data", photos, "--backends", "trt-fp16", "--limit", "1",
                        "--export-dir", export_dir, "-o", tmp_path)
-    assert rc == 0, err
+    assert rc == 2 and "none of the requested backends could be evaluated: trt-fp16: " in err
     rep = json.loads((tmp_path / "svt_s.eval.json").read_text())
     assert [(b["name"], b["status"]) for b in rep["backends"]] == [("torch", "ok"), ("trt-fp16", "skipped")]
 
@@ -253,7 +231,7 @@ def test_class_folders_without_images(tmp_path, capsys):
 
 def test_unknown_backend(photos, capsys):
     rc, _, err = run(capsys, "--variant", "svt_s", "--data", photos, "--backends", "torch,ort-int4")
-    assert rc == 2 and "ort-int4" in err and "trt-fp16" in err
+    assert rc == 2 and "ort-int4" in err and "ort-cpu-fp16" in err  # the shared vocabulary, listed
 
 
 def test_unknown_variant(photos, capsys):
@@ -271,16 +249,19 @@ def test_bad_numbers(photos, capsys, args, match):
 
 
 def test_calib_flags_exclusive(photos, capsys):
-    with pytest.raises(SystemExit):
-        main(["--variant", "svt_s", "--data", str(photos), "--calib-data", str(photos), "--calib-synthetic"])
+    rc, _, err = run(capsys, "--variant", "svt_s", "--data", photos, "--calib-data", photos, "--calib-synthetic")
+    assert rc == 2 and "not allowed with argument" in err and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------------------------- pieces
 
 
-def test_parse_backends_puts_the_reference_first():
-    assert parse_backends("ort-int8, torch") == ("torch", "ort-int8")
-    assert parse_backends(["trt-fp16"]) == ("torch", "trt-fp16")
+def test_backends_are_twins_bench_names_with_the_reference_first():
+    assert [b.name for b in eval_backends("ort-int8, torch")] == ["torch", "ort-cpu-int8"]
+    assert [b.name for b in eval_backends(["trt-fp16"])] == ["torch", "trt-fp16"]
+    assert [b.name for b in eval_backends("ort-cpu-fp16")] == ["torch", "ort-cpu-fp16"]
+    assert eval_backends("cpu")[1:] == [BACKENDS[n] for n in ("torch-compile", "ort-cpu", "ort-cpu-fp16",
+                                                              "ort-cpu-int8")]
 
 
 def test_metrics():
@@ -291,10 +272,10 @@ def test_metrics():
     logits = ref.copy()
     logits[3] = np.arange(10.0) * 0.1  # top-1 9 (right, but disagrees with the reference's 5)
     r, t = BackendResult("x"), BackendResult("torch")
-    _accumulate(t, ref, labels, ref)
-    _accumulate(r, logits, labels, ref)
-    _finish(t, None)
-    _finish(r, t)
+    accumulate(t, ref, labels, ref)
+    accumulate(r, logits, labels, ref)
+    finish(t, None)
+    finish(r, t)
     assert (t.top1, t.top5, t.agreement, t.cosine_mean) == (75.0, 75.0, 100.0, pytest.approx(1.0))
     assert (r.top1, r.top5, r.agreement) == (100.0, 100.0, 75.0)
     assert r.top1_delta == 25.0 and r.top5_delta == 25.0
@@ -322,6 +303,112 @@ class _Echo:
 def test_run_in_batches(rng, static, batch, fed):
     x = np.random.default_rng(0).standard_normal((5, 3, 4, 4)).astype(np.float32)
     echo = _Echo()
-    out = _run_in_batches(_Slot(BackendResult("x"), echo, rng, static), x, batch)
+    out = run_in_batches(Slot(BACKENDS["ort-cpu"], BackendResult("x"), echo, rng, static), x, batch)
     assert echo.seen == fed
     np.testing.assert_array_equal(out, x.reshape(5, -1)[:, :10])
+
+
+# ---------------------------------------------------------------------------------------------- issue 15
+
+
+@pytest.fixture(scope="module")
+def below_bound_run(full_run, export_dir, photos, tmp_path_factory):
+    """INT8 held to a bound it cannot meet (cosine >= 0.99999): the export refuses it, twins-eval still evaluates it.
+
+    FP32 and FP16 come from the shared export (copied, so the shared folder keeps its verified INT8).
+    """
+    import shutil
+
+    import twins_trt.export.verify as verify
+
+    exp = tmp_path_factory.mktemp("strict-export")
+    for p in ("fp32", "fp16"):
+        for suffix in (".onnx", ".json"):
+            shutil.copy(export_dir / f"svt_s.{p}{suffix}", exp / f"svt_s.{p}{suffix}")
+    out_dir = tmp_path_factory.mktemp("strict-out")
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setitem(verify.TOLERANCES, "int8", ("cosine", 0.99999))
+        rc = main(["--variant", "svt_s", "--data", str(photos), "--export-dir", str(exp), "--calib-data", str(photos),
+                   "--calib-size", "4", "--limit", "8", "--backends", "torch,ort-fp32,ort-fp16,ort-int8",
+                   "-o", str(out_dir), "--no-progress"])
+    report = json.loads((out_dir / "svt_s.eval.json").read_text()) if (out_dir / "svt_s.eval.json").exists() else None
+    return {"rc": rc, "out": out.getvalue(), "err": err.getvalue(), "report": report, "export": exp}
+
+
+def test_int8_below_the_bound_is_still_evaluated_and_flagged(below_bound_run):
+    r = below_bound_run
+    assert r["rc"] == 0, r["err"][-3000:]
+    rows = {b["name"]: b for b in r["report"]["backends"]}
+    assert list(rows) == ["torch", "ort-cpu", "ort-cpu-fp16", "ort-cpu-int8"]
+    assert all(b["status"] == "ok" and b["images"] == 8 for b in rows.values())
+    int8 = rows["ort-cpu-int8"]
+    flag = int8["below_bound"]
+    assert flag["metric"] == "cosine" and flag["bound"] == 0.99999 and flag["value"] < 0.99999
+    assert rows["ort-cpu"]["below_bound"] is None and rows["ort-cpu-fp16"]["below_bound"] is None
+    assert f"below the export bound (cosine {flag['value']:.4f} < 0.99999)" in r["out"]
+    assert '--int8-budget "cosine>=0.99999"' in r["out"]
+    table_row = next(ln for ln in r["out"].splitlines() if ln.startswith("ort-cpu-int8"))
+    assert "BELOW BOUND" in table_row
+    # the refused artifact never reaches --export-dir, under any name
+    assert sorted(p.name for p in r["export"].glob("*int8*.onnx")) == []
+    assert "temporary" in flag["artifact"] and not Path(int8["artifact"]).exists()
+
+
+def test_report_says_what_int8_was_calibrated_on_and_the_overlap(below_bound_run):
+    r = below_bound_run
+    cal = next(b for b in r["report"]["backends"] if b["name"] == "ort-cpu-int8")["calibration"]
+    assert cal["source"] == str(r["report"]["data"]["root"]) and len(cal["files"]) == 4
+    assert all(Path(f).is_file() for f in cal["files"])
+    assert cal["overlap"] == 4  # calibrated on the evaluation folder itself: every calibration image was evaluated
+    assert "evaluation set and the calibration set OVERLAP: 4 of the 8" in r["out"]
+    assert "calibrated on 4 image(s) from" in r["out"]
+
+
+def test_reused_int8_reports_its_calibration_images(full_run):
+    cal = backend(full_run["report"], "ort-cpu-int8")["calibration"]
+    assert cal is not None and cal["files"] and cal["overlap"] == len(cal["files"])
+
+
+def test_backends_that_cannot_run_say_why_while_the_others_report(full_run, photos, export_dir, tmp_path, capsys):
+    rc, out, err = run(capsys, "--variant", "svt_s", "--data", photos, "--export-dir", export_dir, "--calib-data",
+                       photos, "--backends", "ort-cpu,ort-cuda,trt-fp16", "--limit", "2", "-o", tmp_path)
+    assert rc == 0, err
+    rows = {b["name"]: b for b in json.loads((tmp_path / "svt_s.eval.json").read_text())["backends"]}
+    assert rows["ort-cpu"]["status"] == "ok" and rows["ort-cpu"]["images"] == 2
+    assert rows["ort-cuda"]["status"] == "skipped" and "GPU" in rows["ort-cuda"]["reason"]
+    assert rows["trt-fp16"]["status"] == "skipped" and "TensorRT" in rows["trt-fp16"]["reason"]
+    assert f"ort-cuda skipped: {rows['ort-cuda']['reason']}" in out
+    # --strict turns the gaps into exit 1
+    rc, _, err = run(capsys, "--variant", "svt_s", "--data", photos, "--export-dir", export_dir, "--calib-data",
+                     photos, "--backends", "ort-cpu,trt-fp16", "--limit", "1", "-o", tmp_path, "--strict")
+    assert rc == 1 and err.strip().splitlines()[-1].startswith("error: --strict: trt-fp16: skipped")
+
+
+def _report(*rows: tuple[str, str], requested: list[str], below: str | None = None):
+    from twins_trt.eval import EvalReport
+
+    results = []
+    for name, status in rows:
+        r = BackendResult(name, status=status, reason=None if status == "ok" else "why")
+        if name == below:
+            r.below_bound = {"metric": "cosine", "value": 0.98, "bound": 0.99}
+        results.append(r)
+    return EvalReport({"requested": requested}, results, [])
+
+
+@pytest.mark.parametrize("rows, requested, strict, below, code", [
+    ([("torch", "ok"), ("ort-cpu", "ok"), ("trt-fp16", "skipped")], ["ort-cpu", "trt-fp16"], False, None, 0),
+    ([("torch", "ok"), ("ort-cpu", "failed"), ("trt-fp16", "skipped")], ["ort-cpu", "trt-fp16"], False, None, 2),
+    ([("torch", "failed"), ("ort-cpu", "ok")], ["ort-cpu"], False, None, 2),
+    ([("torch", "ok"), ("ort-cpu", "ok"), ("trt-fp16", "skipped")], ["ort-cpu", "trt-fp16"], True, None, 1),
+    ([("torch", "ok"), ("ort-cpu-int8", "ok")], ["ort-cpu-int8"], False, "ort-cpu-int8", 0),
+    ([("torch", "ok"), ("ort-cpu-int8", "ok")], ["ort-cpu-int8"], True, "ort-cpu-int8", 1),
+    ([("torch", "ok")], ["torch"], True, None, 0),
+])
+def test_exit_codes_follow_the_rule(rows, requested, strict, below, code, capsys):
+    from twins_trt.cli.eval import exit_code
+
+    assert exit_code(_report(*rows, requested=requested, below=below), strict) == code
+    err = capsys.readouterr().err
+    assert (err == "") == (code == 0) and err.count("\n") <= 1

@@ -40,7 +40,7 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     code, _, err = run(capsys, "--variant", "svt_s", "-o", blocker / "export")
-    assert code == 2 and "output folder" in err and "not writable" in err and "-o DIR" in err
+    assert code == 2 and "output folder" in err and "not writable" in err and "-o/--out-dir" in err
 
 
 @pytest.mark.parametrize("kind,message", [("missing", "does not exist"), ("empty", "no images under"),

@@ -230,9 +230,12 @@ def test_cli(tmp_path, parse, capsys):
 @pytest.mark.parametrize("args, match", [
     (["missing.onnx"], "does not exist"),
     (["model.pt"], "expected an exported .onnx"),
-    (["--instances", "0", "X.onnx"], "instances must be >= 1"),
+    (["--instances", "0", "X.onnx"], "--instances: 0 is out of range; give a whole number >= 1"),
 ])
 def test_cli_errors(tmp_path, capsys, args, match):
+    if "model.pt" in args:
+        args = [str(tmp_path / "model.pt")]
+        (tmp_path / "model.pt").write_bytes(b"a torch checkpoint, not an artifact")
     if "X.onnx" in args:
         args = [str(make_tiny_onnx(tmp_path / "X.onnx")) if a == "X.onnx" else a for a in args]
     rc = main([*args, "-o", str(tmp_path / "repo")])

@@ -124,10 +124,12 @@ def test_twins_build_without_tensorrt_says_so_in_one_line(no_tensorrt, dynamic_o
     assert not (tmp_path / "engines").exists()
 
 
-def test_twins_verify_without_gpu_says_so_in_one_line(no_tensorrt, capsys):
+def test_twins_verify_without_gpu_says_so_in_one_line(no_tensorrt, tmp_path, capsys):
     from twins_trt.cli.verify import main
 
-    assert main(["engines/svt_s.fp16.plan"]) == 2
+    plan = save_engine(b"engine bytes", tmp_path / "svt_s.fp16.plan",
+                       _meta(onnx="export/svt_s.fp16.onnx", profile={"input": {"min": [1], "opt": [1], "max": [1]}}))
+    assert main([str(plan)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: twins-verify needs a CUDA GPU and TensorRT") and "\n" not in err
 

@@ -70,7 +70,9 @@ GROUPS: dict[str, list[str]] = {
     "all": list(BACKENDS),
 }
 ALIASES = {"ort-cpu-fp32": "ort-cpu", "ort-cuda-fp32": "ort-cuda", "ort-trt-fp32": "ort-trt", "torch-fp32": "torch",
-           "torch-eager": "torch"}
+           "torch-eager": "torch",
+           # twins-eval's former names, kept so old commands still work
+           "ort-fp32": "ort-cpu", "ort-fp16": "ort-cpu-fp16", "ort-int8": "ort-cpu-int8"}
 
 
 def parse_backends(text: str, cuda: bool = False) -> list[Backend]:

@@ -33,7 +33,7 @@ import numpy as np
 
 from twins_trt.bench.backends import REFERENCE, Backend, Capabilities, Plan, plan_run, torch_device
 from twins_trt.bench.env import capture_environment, usable_cores
-from twins_trt.errors import BackendUnavailableError
+from twins_trt.errors import BackendUnavailableError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +182,6 @@ def time_iterations(runner, iters: int | None = None, min_seconds: float | None 
 def host_peak_rss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[-1][:300] if text else ''}".rstrip(": ")
 
 
 # ---------------------------------------------------------------------------------------------- runners

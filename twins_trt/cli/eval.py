@@ -1,93 +1,122 @@
 """twins-eval: top-1/top-5 of every backend on an ImageNet-style folder, against PyTorch fp32.
 
     twins-eval --variant svt_s --data /data/imagenet/val --weights timm --limit 1000
-    twins-eval --variant svt_s --data DIR --backends torch,ort-fp32,ort-int8 --calib-data /data/calib
+    twins-eval --variant svt_s --data DIR --backends torch,ort-cpu,ort-cpu-int8 --calib-data /data/calib
 
-Reports per backend top-1, top-5, their change from PyTorch fp32, top-1 agreement with PyTorch
-fp32 and the mean cosine of the logits, as a table here and as JSON and Markdown under -o.
-Exit 0 when every runnable backend ran (TensorRT ones are skipped with a reason on a machine
-without a GPU), 1 when one failed mid-run, 2 when the evaluation could not start.
+Backends are twins-bench's names (torch, ort-cpu, ort-cpu-fp16, ort-cpu-int8, trt-fp16, ..., groups
+cpu/gpu/all/auto; ort-fp32/ort-fp16/ort-int8 still work). Reports per backend top-1, top-5, their
+change from PyTorch fp32, top-1 agreement with PyTorch fp32 and the mean cosine of the logits, the
+images used and, for INT8, the images it was calibrated on, as a table here and as JSON and
+Markdown under -o. Each backend is evaluated on its own: one that cannot run gets a row saying why.
+An INT8 that misses the export's accuracy bound is still evaluated (from a temporary file) and flagged.
+
+Exit 0 when the reference and at least one requested backend were evaluated; 2 when the reference
+or every requested backend could not be, or the evaluation could not start; 1 with --strict when
+any backend could not be evaluated or an INT8 is below the export bound; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 
-from twins_trt.errors import TwinsError
+from twins_trt.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_VERIFY,
+    input_file,
+    make_parser,
+    output_dir,
+    positive_int,
+    run,
+    weights_arg,
+)
+from twins_trt.eval.backends import DEFAULT_BACKENDS
 
-BACKENDS_HELP = "torch,ort-fp32,ort-fp16,ort-int8,trt-fp16,trt-int8"
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="twins-eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Accuracy needs real weights (--weights); with random ones only agreement "
-                                       "and cosine mean anything, and the report says so.")
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser("twins-eval", __doc__.split("\n\n")[0], raw=True,
+                    epilog="Accuracy needs real weights (--weights); with random ones only agreement and cosine "
+                           "mean anything, and the report says so.")
     p.add_argument("--variant", required=True, help="svt_s, pcpvt_b, ... (timm and official names work too)")
     p.add_argument("--data", required=True, metavar="DIR",
                    help="ImageNet-style folder: one subfolder per class, images inside (searched recursively)")
-    p.add_argument("--weights", metavar="PATH|timm",
+    p.add_argument("--weights", type=weights_arg, metavar="PATH|timm",
                    help="a .pth/.safetensors checkpoint, or 'timm' for timm's ImageNet weights (default: random)")
-    p.add_argument("--backends", default=BACKENDS_HELP, metavar="LIST",
-                   help=f"comma-separated, from {BACKENDS_HELP} (default: all; torch is always run as the reference)")
-    p.add_argument("--limit", type=int, metavar="N", help="evaluate at most N images, taken across all classes")
-    p.add_argument("--batch", type=int, default=1, metavar="N",
+    p.add_argument("--backends", default=DEFAULT_BACKENDS, metavar="LIST",
+                   help=f"comma-separated backends or groups, as twins-bench takes them (default: {DEFAULT_BACKENDS}; "
+                        "torch is always run as the reference)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="evaluate at most N images, taken across all classes")
+    p.add_argument("--batch", type=positive_int, default=1, metavar="N",
                    help="batch size; >1 uses a dynamic-batch export (1:N:N) (default: 1)")
-    p.add_argument("--class-map", metavar="FILE",
+    p.add_argument("--class-map", type=input_file, metavar="FILE",
                    help="class folder name per line (index = line number) or JSON {folder: index} "
                         "(default: sorted folder names, as torchvision ImageFolder)")
     p.add_argument("--partial-classes", action="store_true",
                    help="allow a class map that names folders absent here (a subset of its classes)")
-    p.add_argument("--export-dir", default="export", metavar="DIR",
+    p.add_argument("--export-dir", type=output_dir, default="export", metavar="DIR",
                    help="ONNX artifacts: reused when their manifest matches, exported here otherwise (default: export)")
-    p.add_argument("--engine-dir", default="engines", metavar="DIR",
+    p.add_argument("--engine-dir", type=output_dir, default="engines", metavar="DIR",
                    help="TensorRT engines for trt-* (default: engines)")
     calib = p.add_mutually_exclusive_group()
     calib.add_argument("--calib-data", metavar="DIR",
                        help="INT8 calibration images (default: the --data folder itself, with a warning)")
     calib.add_argument("--calib-synthetic", action="store_true", help="calibrate INT8 on random data (poor INT8)")
-    p.add_argument("--calib-size", type=int, default=64, metavar="N", help="calibration images (default: 64)")
-    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads (default: ORT's choice)")
-    p.add_argument("-o", "--out-dir", default="eval", metavar="DIR",
+    p.add_argument("--calib-size", type=positive_int, default=64, metavar="N", help="calibration images (default: 64)")
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="device of the PyTorch backends (default: cuda when visible, else cpu)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any backend could not be evaluated or an INT8 is below the export bound")
+    p.add_argument("-o", "--out-dir", type=output_dir, default="eval", metavar="DIR",
                    help="where <stem>.eval.json and .eval.md go (default: eval)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every step")
-    return p.parse_args(argv)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (same as -q)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from twins_trt.evaluate import EvalOptions, evaluate
+    return run(build_parser(), _main, argv)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from twins_trt.eval import EvalOptions, evaluate
 
     def say(msg: str) -> None:
-        print(f"[twins-eval] {msg}", file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"[twins-eval] {msg}", file=sys.stderr, flush=True)
 
-    try:
-        opts = EvalOptions(variant=args.variant, data=args.data, weights=args.weights, backends=args.backends,
-                           limit=args.limit, batch=args.batch, class_map=args.class_map,
-                           partial_classes=args.partial_classes, export_dir=args.export_dir,
-                           engine_dir=args.engine_dir, calib_dir=args.calib_data,
-                           calib_synthetic=args.calib_synthetic, calib_size=args.calib_size, out_dir=args.out_dir,
-                           threads=args.threads, progress=not args.no_progress)
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = lambda m, *a, **k: say(f"warning: {m}")
-            report = evaluate(opts, on_step=say)
-    except (TwinsError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    opts = EvalOptions(variant=args.variant, data=args.data, weights=args.weights, backends=args.backends,
+                       limit=args.limit, batch=args.batch, class_map=args.class_map,
+                       partial_classes=args.partial_classes, export_dir=args.export_dir, engine_dir=args.engine_dir,
+                       calib_dir=args.calib_data, calib_synthetic=args.calib_synthetic, calib_size=args.calib_size,
+                       out_dir=args.out_dir, threads=args.threads, device=args.device,
+                       progress=not (args.no_progress or args.quiet))
+    report = evaluate(opts, on_step=say)
     print(report.format_console())
     for kind, path in report.paths.items():
         say(f"wrote {kind}: {path}")
-    if report.failed:
-        print(f"error: {len(report.failed)} backend(s) failed: "
-              + "; ".join(f"{r.name}: {r.reason}" for r in report.failed), file=sys.stderr)
-        return 1
-    return 0
+    return exit_code(report, args.strict)
+
+
+def exit_code(report, strict: bool = False) -> int:
+    """Non-zero only when the reference or every requested backend has no figures, or --strict finds a gap."""
+    ref = report.reference
+    if not ref.ok:
+        print(f"error: the PyTorch fp32 reference could not be evaluated: {ref.reason}", file=sys.stderr)
+        return EXIT_ERROR
+    requested = report.requested
+    if requested and not any(r.ok for r in requested):
+        print("error: none of the requested backends could be evaluated: "
+              + "; ".join(f"{r.name}: {r.reason}" for r in requested), file=sys.stderr)
+        return EXIT_ERROR
+    if strict:
+        gaps = [f"{r.name}: {r.status} ({r.reason})" for r in report.not_evaluated]
+        gaps += [f"{r.name}: below the export bound" for r in report.results if r.ok and r.below_bound]
+        if gaps:
+            print(f"error: --strict: {'; '.join(gaps)}", file=sys.stderr)
+            return EXIT_VERIFY
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -3,61 +3,67 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from twins_trt import artifacts
-from twins_trt.cli.common import parse_hw, parse_hw_range, parse_range, run, setup_logging
+from twins_trt.cli.common import (
+    input_dir,
+    int_at_least,
+    make_parser,
+    nonneg_int,
+    output_dir,
+    parse_hw,
+    parse_hw_range,
+    parse_range,
+    positive_int,
+    run,
+    weights_arg,
+)
 from twins_trt.export import ExportOptions, export_variant, format_report
 from twins_trt.export.core import DEFAULT_OPSET
 from twins_trt.models import list_variants
 
-log = logging.getLogger("twins_trt.export")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="twins-export",
-        description="Export a Twins model to ONNX (FP32, and FP16 / INT8 with precision in the graph), verify every "
-                    "artifact against PyTorch on ONNX Runtime, and report the graph's attention and forbidden ops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = make_parser(
+        "twins-export",
+        "Export a Twins model to ONNX (FP32, and FP16 / INT8 with precision in the graph), verify every "
+        "artifact against PyTorch on ONNX Runtime, and report the graph's attention and forbidden ops.",
     )
+    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.add_argument("--variant", required=True, help=f"one of {', '.join(list_variants())} (timm/official names too)")
-    p.add_argument("--weights", default=None, help="a .pth/.pt/.safetensors checkpoint, or 'timm'; none = random (warned)")
+    p.add_argument("--weights", type=weights_arg, default=None,
+                   help="a .pth/.pt/.safetensors checkpoint, or 'timm'; none = random (warned)")
     p.add_argument("--fp16", action="store_true", help="also write a mixed-precision FP16 ONNX (ModelOpt AutoCast)")
     p.add_argument("--int8", action="store_true", help="also write an INT8 Q/DQ ONNX (ModelOpt PTQ); needs --calib-data")
-    p.add_argument("--calib-data", type=Path, default=None, help="folder of calibration images, searched recursively")
+    p.add_argument("--calib-data", type=input_dir, default=None, help="folder of calibration images, searched recursively")
     p.add_argument("--calib-synthetic", action="store_true", help="calibrate INT8 on random data (poor accuracy; warned)")
     p.add_argument("--calib-method", choices=("entropy", "max"), default="entropy")
-    p.add_argument("--calib-size", type=int, default=64, help="number of calibration images")
+    p.add_argument("--calib-size", type=positive_int, default=64, help="number of calibration images")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--batch", type=int, default=1, help="static batch size")
+    g.add_argument("--batch", type=positive_int, default=1, help="static batch size")
     g.add_argument("--dynamic-batch", type=parse_range, metavar="MIN:OPT:MAX", default=None,
                    help="symbolic batch dim with this TensorRT profile, e.g. 1:8:64")
     p.add_argument("--img-size", type=parse_hw, default=(224, 224), metavar="H[xW]", help="static input size")
     p.add_argument("--dynamic-shape", type=parse_hw_range, default=None, metavar="MIN:OPT:MAX",
                    help="symbolic H/W (backbones), e.g. 224:512:1024x2048; implies padding-safe windows")
     p.add_argument("--features", action="store_true", help="export the backbone: four NCHW maps at strides 4..32")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 18; INT8 needs >= 19)")
+    p.add_argument("--opset", type=int_at_least(18), default=DEFAULT_OPSET, help="ONNX opset (>= 18; INT8 needs >= 19)")
     p.add_argument("--fp16-io", action="store_true", help="FP16 inputs/outputs for the FP16/INT8 artifacts")
-    p.add_argument("--verify-samples", type=int, default=4, help="inputs compared against PyTorch per artifact")
+    p.add_argument("--verify-samples", type=positive_int, default=4, help="inputs compared against PyTorch per artifact")
     p.add_argument("--compare-peers", action="store_true",
                    help="also report timm's own export of the variant and timm's Swin-T side by side")
-    p.add_argument("--peers-iters", type=int, default=0, help="with --compare-peers: ONNX Runtime CPU runs to time each")
+    p.add_argument("--peers-iters", type=nonneg_int, default=0, help="with --compare-peers: ONNX Runtime CPU runs to time each")
     p.add_argument("--no-build", action="store_true", help="do not build TensorRT engines after the export")
-    p.add_argument("--engines-dir", type=Path, default=Path("engines"))
-    p.add_argument("--triton-repo", type=Path, default=None, help="also write a Triton model repository here")
-    p.add_argument("-o", "--out-dir", type=Path, default=Path("export"))
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or step messages")
+    p.add_argument("--engines-dir", type=output_dir, default=Path("engines"))
+    p.add_argument("--triton-repo", type=output_dir, default=None, help="also write a Triton model repository here")
+    p.add_argument("-o", "--out-dir", type=output_dir, default=Path("export"))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
-    return run(lambda: _main(args))
+    return run(build_parser(), _main, argv)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -5,27 +5,25 @@
         tritonserver --model-repository=/models
 
 Each artifact becomes one model (`svt_s_bdyn_fp16`, `svt_s_bdyn_fp16_trt`) with config.pbtxt and
-1/model.onnx or 1/model.plan. Exit 0 written, 2 could not write.
+1/model.onnx or 1/model.plan. Exit 0 written, 2 bad input or could not write, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 
-from twins_trt.errors import TwinsError
+from twins_trt.cli.common import input_file, make_parser, output_dir, positive_int, run
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="twins-triton", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT",
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser("twins-triton", __doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], raw=True,
+                    quiet=False)
+    p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", type=input_file,
                    help="exported .onnx (manifest beside it) or TensorRT .plan (metadata .json beside it)")
-    p.add_argument("-o", "--repo", default="triton", metavar="DIR", help="model repository folder (default: triton)")
-    p.add_argument("--instances", type=int, default=1, metavar="N",
+    p.add_argument("-o", "--repo", type=output_dir, default="triton", metavar="DIR",
+                   help="model repository folder (default: triton)")
+    p.add_argument("--instances", type=positive_int, default=1, metavar="N",
                    help="model instances per GPU (instance_group count, default: 1)")
     p.add_argument("--name", action="append", metavar="NAME",
                    help="model name, once per artifact in order (default: <stem>_<precision>, plus _trt for plans)")
@@ -34,21 +32,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trt-accelerator", action="store_true",
                    help="ONNX models: let ONNX Runtime hand the graph to TensorRT (gpu_execution_accelerator "
                         "'tensorrt', precision from the artifact)")
-    p.add_argument("--version", type=int, default=1, help="model version folder (default: 1)")
-    return p.parse_args(argv)
+    p.add_argument("--version", type=positive_int, default=1, help="model version folder (default: 1)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    return run(build_parser(), _main, argv)
+
+
+def _main(args: argparse.Namespace) -> int:
     from twins_trt.triton import parse_config, write_triton_repo
 
-    try:
-        dirs = write_triton_repo(args.artifacts, args.repo, args.instances, names=args.name, kind=args.kind,
-                                 trt_accelerator=args.trt_accelerator, version=args.version)
-    except (TwinsError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    dirs = write_triton_repo(args.artifacts, args.repo, args.instances, names=args.name, kind=args.kind,
+                             trt_accelerator=args.trt_accelerator, version=args.version)
     for d in dirs:
         text = (d / "config.pbtxt").read_text()
         cfg = parse_config(text)

@@ -27,7 +27,14 @@ import torch
 
 from twins_trt import artifacts
 from twins_trt.data import find_images, load_images, random_inputs
-from twins_trt.errors import CalibrationDataError, ExportError, GraphCheckError, InputSizeError, VerificationError
+from twins_trt.errors import (
+    CalibrationDataError,
+    ExportError,
+    GraphCheckError,
+    InputSizeError,
+    VerificationError,
+    one_line,
+)
 from twins_trt.export.graph_report import GraphReport, report_graph
 from twins_trt.export.verify import Verdict, verdict
 from twins_trt.models import RandomWeightsWarning, Twins, check_input_size, create_model, resolve_variant
@@ -245,9 +252,12 @@ def to_fp16(src: Path, dst: Path, opts: ExportOptions) -> onnx.ModelProto:
     """ModelOpt AutoCast: fp16 everywhere except nodes whose data or weights would overflow fp16."""
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
-    with _quiet():
-        proto = convert_to_mixed_precision(str(src), low_precision_type="fp16", keep_io_types=not opts.fp16_io,
-                                           providers=["cpu"], opset=opts.opset)
+    try:
+        with _quiet():
+            proto = convert_to_mixed_precision(str(src), low_precision_type="fp16", keep_io_types=not opts.fp16_io,
+                                               providers=["cpu"], opset=opts.opset)
+    except Exception as e:  # ModelOpt raises whatever its dependencies raise
+        raise ExportError(f"ModelOpt AutoCast (fp16) failed on {src.name}: {one_line(e)}") from e
     set_metadata(proto, _metadata(opts, "fp16"))
     onnx.save(proto, str(dst))
     return proto
@@ -292,11 +302,14 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
     from modelopt.onnx.quantization import quantize
 
     data = calib[:1] if cache else calib  # cached scales: one sample only builds the Q/DQ structure
-    with _quiet():
-        reader = _progress_reader(src, data, opts.progress)  # ModelOpt logs as the provider is built
-        quantize(str(src), quantize_mode="int8", calibration_data_reader=reader, calibration_method=opts.calib_method,
-                 calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR", opset=opts.opset,
-                 direct_io_types=opts.fp16_io)
+    try:
+        with _quiet():
+            reader = _progress_reader(src, data, opts.progress)  # ModelOpt logs as the provider is built
+            quantize(str(src), quantize_mode="int8", calibration_data_reader=reader,
+                     calibration_method=opts.calib_method, calibration_eps=["cpu"], output_path=str(dst),
+                     log_level="ERROR", opset=opts.opset, direct_io_types=opts.fp16_io)
+    except Exception as e:  # ModelOpt raises whatever its dependencies raise
+        raise ExportError(f"ModelOpt INT8 quantization failed on {src.name}: {one_line(e)}") from e
     proto = onnx.load(str(dst))
     if cache:
         if set(activation_scales(proto)) != set(cache):
@@ -500,6 +513,7 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
             scales.update(got)
             return {"calibration": {"method": opts.calib_method, "samples": int(len(calib)),
                                     "source": str(opts.calib_dir) if opts.calib_dir else "synthetic",
+                                    "files": [str(f) for f in calib_files],  # which images: twins-eval reports them
                                     "skipped_images": res.skipped_images, "cache": cache_path.name,
                                     "cache_reused": reused[0], "key": key}}
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from twins_trt.errors import VerificationError
+from twins_trt.metrics import mean_cosine as cosine  # the one cosine: per-sample mean
 
 # precision -> (metric, bound): fp32 must match to the last digits; reduced precisions by direction
 TOLERANCES = {"fp32": ("max_abs", 1e-4), "fp16": ("cosine", 0.999), "int8": ("cosine", 0.99)}
@@ -22,15 +23,6 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over samples of the cosine similarity of each sample's flattened output."""
-    a = a.reshape(a.shape[0], -1).astype(np.float64)
-    b = b.reshape(b.shape[0], -1).astype(np.float64)
-    num = (a * b).sum(1)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.mean(num / np.maximum(den, 1e-30)))
 
 
 def compare(name: str, ref: np.ndarray, out: np.ndarray) -> Comparison:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from twins_trt.errors import VerificationError
+from twins_trt.errors import InputFileError, VerificationError
 from twins_trt.export.verify import TOLERANCES  # the export's tolerances, one table
+from twins_trt.metrics import mean_cosine  # the export's cosine: per-sample mean
 from twins_trt.runners import INPUT_NAME, Runner
 
 
@@ -32,12 +33,6 @@ class Comparison:
         bound = f"max |diff| <= {self.threshold:g}" if self.metric == "max_abs" else f"cosine >= {self.threshold:g}"
         return (f"{'PASS' if self.passed else 'FAIL'} {self.candidate} vs {self.reference} [{self.output}]: "
                 f"max |diff| {self.max_abs:.3g}, cosine {self.cosine:.6f} (need {bound})")
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    den = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / den) if den else float(np.array_equal(a, b))
 
 
 def compare_outputs(reference: str, ref: dict[str, np.ndarray], candidate: str, cand: dict[str, np.ndarray],
@@ -66,7 +61,7 @@ def compare_outputs(reference: str, ref: dict[str, np.ndarray], candidate: str, 
     for name in ref:
         a, b = np.asarray(ref[name], np.float32), np.asarray(cand[name], np.float32)
         max_abs = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
-        out.append(Comparison(reference, candidate, name, max_abs, _cosine(a, b) if a.shape == b.shape else 0.0,
+        out.append(Comparison(reference, candidate, name, max_abs, mean_cosine(a, b) if a.shape == b.shape else 0.0,
                               metric, threshold, bool(verdict[name])))
     return out
 
@@ -83,6 +78,27 @@ def run_all(runners: list[Runner], x: np.ndarray) -> dict[str, dict[str, np.ndar
     return outs
 
 
+def check_engine_metadata(engine_path: str | os.PathLike, onnx_given: bool = False) -> dict:
+    """The engine's metadata, refused with one clear line when it cannot drive a verification."""
+    from twins_trt.trt.build import read_engine_metadata
+
+    meta = read_engine_metadata(engine_path)
+    where = Path(engine_path).with_suffix(".json")
+    if not isinstance(meta, dict):
+        raise InputFileError(f"engine metadata {where} holds a JSON {type(meta).__name__}, not an object; "
+                             "rebuild the engine with twins-build")
+    missing = [k for k in ("profile", *(() if onnx_given else ("onnx",))) if not meta.get(k)]
+    if missing:
+        raise InputFileError(f"engine metadata {where} lacks {' and '.join(map(repr, missing))}; rebuild the engine "
+                             f"with twins-build, which records both{' (or pass --onnx)' if 'onnx' in missing else ''}")
+    prof = meta["profile"]
+    first = next(iter(prof.values()), None) if isinstance(prof, dict) else None
+    if not isinstance(first, dict) or not all(isinstance(first.get(k), list) and first[k] for k in ("min", "opt", "max")):
+        raise InputFileError(f"engine metadata {where}: 'profile' must map the input name to min/opt/max shapes, "
+                             f"got {str(prof)[:120]}; rebuild the engine with twins-build")
+    return meta
+
+
 def verify_engine(engine_path: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
                   weights: str | None = None, batch: int | None = None, seed: int = 0) -> list[Comparison]:
     """Engine vs ONNX Runtime (same ONNX) and vs PyTorch fp32, all at the engine's precision tolerance."""
@@ -91,10 +107,9 @@ def verify_engine(engine_path: str | os.PathLike, onnx_path: str | os.PathLike |
     from twins_trt.runners.ort_runner import OrtRunner
     from twins_trt.runners.torch_runner import TorchRunner
     from twins_trt.runners.trt_runner import TrtRunner
-    from twins_trt.trt.build import read_engine_metadata
     from twins_trt.trt.profile import read_onnx_info
 
-    meta = read_engine_metadata(engine_path)
+    meta = check_engine_metadata(engine_path, onnx_given=onnx_path is not None)
     onnx_path = Path(onnx_path or meta["onnx"])
     info = read_onnx_info(onnx_path)
     precision = info.metadata.get("twins_trt.precision") or meta.get("precision") or "fp32"

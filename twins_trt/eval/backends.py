@@ -1,0 +1,300 @@
+"""twins-eval's backends: the project's shared backend names (`twins_trt.bench.backends`), artifact
+resolver (`twins_trt.bench.resolve`) and runner factory (`make_runner`), plus what only an
+evaluation needs.
+
+Each backend stands on its own: one that cannot run here (no GPU, no TensorRT) is *skipped* with
+the reason, one whose artifact cannot be made or whose runner breaks is *failed* with the reason,
+and the others are still evaluated.
+
+An INT8 export that misses the export's accuracy bound is refused by twins-export (nothing is
+written). twins-eval exists to measure exactly that loss, so it then quantizes the same FP32 ONNX
+with the same calibration into a **temporary folder** that lives only for the evaluation (never
+under --export-dir, so it cannot be mistaken for a verified artifact), evaluates it, and flags the
+row "below the export bound (cosine X < Y)".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twins_trt import artifacts
+from twins_trt.bench.backends import BACKENDS, REFERENCE, Backend, Capabilities, parse_backends, skip_reason
+from twins_trt.errors import BackendUnavailableError, VerificationError, one_line
+from twins_trt.eval.metrics import BackendResult
+from twins_trt.runners import INPUT_NAME
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKENDS = "torch,ort-cpu,ort-cpu-fp16,ort-cpu-int8,trt-fp16,trt-int8"
+BUDGET_FLAG = '--int8-budget "cosine>={bound}"'  # twins-export's INT8 accuracy budget (issue 11)
+
+
+def eval_backends(text: str | Sequence[str], cuda: bool = False) -> list[Backend]:
+    """The shared vocabulary (`ort-cpu-fp16`, groups, aliases such as `ort-fp16`); PyTorch fp32 first, always."""
+    chosen = parse_backends(text if isinstance(text, str) else ",".join(text), cuda=cuda)
+    return [BACKENDS[REFERENCE], *[b for b in chosen if b.name != REFERENCE]]
+
+
+def requested_names(text: str | Sequence[str], cuda: bool = False) -> list[str]:
+    """The canonical names the user asked for (the reference only when named)."""
+    return [b.name for b in parse_backends(text if isinstance(text, str) else ",".join(text), cuda=cuda)]
+
+
+@dataclass
+class OnnxArtifact:
+    path: Path
+    manifest: dict
+    below_bound: dict | None = None  # set for an INT8 that missed the export's bound (temporary file)
+
+
+@dataclass
+class Slot:
+    """One backend in the evaluation: its row, its runner, and the batch sizes its artifact takes."""
+
+    backend: Backend
+    result: BackendResult
+    runner: Any = None
+    batch: tuple[int, int] = (1, 1 << 30)  # (min, max)
+    static: bool = False
+    manifest: dict | None = None  # the ONNX artifact's manifest (export verdict, INT8 calibration)
+
+
+# ---------------------------------------------------------------------------------------------- artifacts
+
+
+def batches_for(batch: int) -> list[int]:
+    """Batches the artifacts must take: batch 1 -> a static export; N > 1 -> a 1..N dynamic one (last chunk smaller)."""
+    return [1] if batch == 1 else [1, batch]
+
+
+def resolve_onnx(opts, precisions: list[str], model, scratch: Path,
+                 say: Callable[[str], None]) -> tuple[dict[str, OnnxArtifact], dict[str, str]]:
+    """(precision -> artifact, precision -> why not) through the shared resolver, each precision on its own.
+
+    One export call makes every missing precision; when it fails, whatever it finished is reused and
+    each precision still missing gets its own reason (an INT8 that missed the bound is made anyway,
+    in `scratch`, and flagged).
+    """
+    from twins_trt.bench.resolve import ensure_onnx, find_onnx
+
+    batches = batches_for(opts.batch)
+    common = dict(img_size=opts.img_size, export_dir=opts.export_dir, weights=opts.weights,
+                  calib_dir=opts.calib_source_dir, calib_synthetic=opts.calib_synthetic,
+                  calib_size=opts.calib_size, progress=opts.progress, say=say)
+
+    def found(p: str, path: Path) -> OnnxArtifact:
+        return OnnxArtifact(Path(path), artifacts.read_manifest(path))
+
+    try:
+        paths = ensure_onnx(opts.variant, precisions, batches, **common)
+        return {p: found(p, paths[p]) for p in precisions}, {}
+    except Exception as e:
+        first = e
+        say(f"export failed: {one_line(e)}; evaluating what can be evaluated")
+    out: dict[str, OnnxArtifact] = {}
+    failed: dict[str, str] = {}
+    for p in precisions:
+        path = find_onnx(opts.export_dir, opts.variant, p, opts.img_size, batches, opts.weights,
+                         opts.calib_source_dir if p == "int8" else None)
+        if path is not None:
+            out[p] = found(p, path)
+        elif p == "int8" and isinstance(first, VerificationError) and ".int8." in str(first) and "fp32" in out:
+            try:
+                out[p] = below_bound_int8(opts, out["fp32"].path, model, scratch, say)
+            except Exception as e2:
+                failed[p] = f"INT8 failed the export's verification and could not be made for evaluation: {one_line(e2)}"
+        elif f".{p}." in str(first) or p == "fp32":
+            failed[p] = f"ONNX export failed: {one_line(first)}"
+        else:  # the export stopped before this precision: try it on its own
+            try:
+                out[p] = found(p, ensure_onnx(opts.variant, [p], batches, **common)[p])
+            except Exception as e2:
+                failed[p] = f"ONNX export failed: {one_line(e2)}"
+    return out, failed
+
+
+def below_bound_int8(opts, fp32: Path, model, scratch: Path, say: Callable[[str], None]) -> OnnxArtifact:
+    """Quantize `fp32` as the export would, into `scratch` (temporary), verify it, and say by how much it misses."""
+    from twins_trt.bench.resolve import wanted_shape
+    from twins_trt.data import find_images, load_images, random_inputs
+    from twins_trt.export.core import ExportOptions, to_int8, verify_artifact
+
+    eo = ExportOptions(variant=opts.variant, out_dir=scratch, weights=opts.weights, precisions=("int8",),
+                       img_size=opts.img_size, calib_dir=opts.calib_source_dir, calib_synthetic=opts.calib_synthetic,
+                       calib_size=opts.calib_size, progress=opts.progress, **wanted_shape(batches_for(opts.batch)))
+    if opts.calib_synthetic:
+        calib, files = random_inputs(opts.calib_size, eo.img_size, seed=1234), []
+    else:
+        loaded = load_images(find_images(eo.calib_dir), eo.cfg, eo.img_size, limit=opts.calib_size,
+                             progress=opts.progress, desc="calibration images")
+        calib, files = loaded.array, loaded.files
+    dst = Path(scratch) / f"{eo.stem}.int8.BELOW-BOUND.onnx"
+    say(f"INT8 missed the export's bound; quantizing again into a temporary file for this evaluation only ({dst})")
+    to_int8(fp32, dst, eo, calib, None)
+    ver = verify_artifact(dst, "int8", model, eo, None if opts.calib_synthetic else calib[:max(eo.verify_samples, 1)])
+    say(ver.line())
+    b = eo.dynamic_batch
+    manifest = {"precision": "int8", "variant": opts.variant,
+                "batch": {"min": b[0], "opt": b[1], "max": b[2]} if b else {"static": eo.batch},
+                "calibration": {"method": eo.calib_method, "samples": int(len(calib)),
+                                "source": str(eo.calib_dir) if eo.calib_dir else "synthetic",
+                                "files": [str(f) for f in files]},
+                "verification": ver.to_dict()}
+    below = None
+    if not ver.passed:
+        below = {"metric": ver.metric, "value": ver.worst, "bound": ver.bound,
+                 "artifact": "temporary (deleted after this evaluation; nothing written to --export-dir)",
+                 "hint": budget_hint(opts, ver.bound)}
+    return OnnxArtifact(dst, manifest, below)
+
+
+def budget_hint(opts, bound: float) -> str:
+    """The command that would give an INT8 artifact within the accuracy budget (twins-export's --int8-budget)."""
+    calib = "--calib-synthetic" if opts.calib_synthetic else f"--calib-data {opts.calib_source_dir}"
+    weights = f" --weights {opts.weights}" if opts.weights else ""
+    return (f"twins-export --variant {opts.variant}{weights} --int8 {calib} "
+            f"{BUDGET_FLAG.format(bound=bound)} (keeps the blocks that lose accuracy in FP16)")
+
+
+def calibration_info(manifest: dict, eval_files: Sequence[Path]) -> dict | None:
+    """Which images an INT8 artifact was calibrated on, and how many of them are also in the evaluation set."""
+    from twins_trt.data import find_images
+
+    cal = manifest.get("calibration")
+    if not cal:
+        return None
+    src, files, how = cal.get("source"), cal.get("files"), "recorded with the artifact"
+    if files is None and src not in (None, "synthetic"):
+        try:  # manifests from before the file list: the export takes the first readable files in sorted order
+            files = [str(f) for f in find_images(src)[: int(cal.get("samples", 0)) + int(cal.get("skipped_images", 0))]]
+            how = "reconstructed: the first files of the folder in sorted order (the manifest has no file list)"
+        except Exception as e:  # the folder may be gone
+            files, how = [], f"unknown: {one_line(e)}"
+    files = files or []
+    evaluated = {os.path.realpath(f) for f in eval_files}
+    overlap = sorted(f for f in files if os.path.realpath(f) in evaluated)
+    return {"source": src, "samples": cal.get("samples"), "method": cal.get("method"), "files": files,
+            "files_from": how, "overlap": len(overlap), "overlap_files": overlap}
+
+
+# ---------------------------------------------------------------------------------------------- runners
+
+
+def _batch_range(manifest: dict) -> tuple[tuple[int, int], bool]:
+    b = manifest.get("batch") or {}
+    if "static" in b:
+        return (int(b["static"]), int(b["static"])), True
+    if "min" in b:
+        return (int(b["min"]), int(b["max"])), False
+    return (1, 1), True
+
+
+def _engine_range(plan: Path) -> tuple[tuple[int, int], bool]:
+    from twins_trt.trt.build import read_engine_metadata
+
+    prof = read_engine_metadata(plan).get("profile") or {}
+    first = next(iter(prof.values()), {}) if prof and "min" not in prof else prof
+    lo, hi = (first.get("min") or [1])[0], (first.get("max") or [1])[0]
+    return (int(lo), int(hi)), lo == hi
+
+
+def open_slots(opts, backends: list[Backend], caps: Capabilities, model, device: str, scratch: Path,
+               say: Callable[[str], None]) -> list[Slot]:
+    """A Slot per backend, in order: runnable ones with an active runner, the rest with their reason."""
+    from twins_trt.bench.core import make_runner
+
+    slots = [Slot(b, BackendResult(b.name)) for b in backends]
+    for s in slots:
+        why = skip_reason(s.backend, caps, opts.device)
+        if why is not None:
+            s.result.drop("skipped", why)
+    live = [s for s in slots if s.result.ok]
+    precisions = [p for p in dict.fromkeys(["fp32", *(s.backend.precision for s in live if s.backend.needs_onnx)])]
+    onnx, failed = (resolve_onnx(opts, precisions, model, scratch, say)
+                    if any(s.backend.needs_onnx for s in live) else ({}, {}))
+    engines = _engines(opts, [s for s in live if s.backend.needs_engine], onnx, say)
+    for s in live:
+        b, r = s.backend, s.result
+        if b.needs_onnx and b.precision not in onnx:
+            r.drop("failed", failed.get(b.precision, f"no {b.precision} ONNX"))
+            continue
+        if b.needs_engine and not isinstance(engines.get(b.precision), Path):
+            r.drop("failed", engines.get(b.precision) or f"no {b.precision} engine")
+            continue
+        art = onnx.get(b.precision) if b.needs_onnx else None
+        r.artifact = (str(engines[b.precision]) if b.needs_engine else str(art.path) if art
+                      else str(opts.weights) if opts.weights else "random weights")
+        if art is not None:
+            s.manifest = art.manifest
+            r.verification = art.manifest.get("verification") or None
+            r.below_bound = art.below_bound
+        try:
+            s.runner = make_runner(b, model=model, device=device, onnx={p: a.path for p, a in onnx.items()},
+                                   engines={p: e for p, e in engines.items() if isinstance(e, Path)},
+                                   threads=opts.threads)
+            s.runner.activate()
+        except BackendUnavailableError as e:
+            r.drop("skipped", str(e))
+            continue
+        except Exception as e:
+            r.drop("failed", one_line(e))
+            continue
+        r.device = getattr(s.runner, "device", None)
+        if b.needs_engine:
+            s.batch, s.static = _engine_range(engines[b.precision])
+        elif art is not None:
+            s.batch, s.static = _batch_range(art.manifest)
+    return slots
+
+
+def _engines(opts, wanted: list[Slot], onnx: dict[str, OnnxArtifact], say) -> dict[str, Path | str]:
+    """precision -> engine path, or the reason there is none."""
+    from twins_trt.bench.resolve import ensure_engine
+
+    out: dict[str, Path | str] = {}
+    for p in dict.fromkeys(s.backend.precision for s in wanted):
+        if p not in onnx:
+            continue
+        if onnx[p].below_bound is not None:
+            out[p] = "no engine is built from an INT8 ONNX that missed the export's bound"
+            continue
+        try:
+            out[p] = ensure_engine(onnx[p].path, batches_for(opts.batch), opts.engine_dir, say=say)
+        except Exception as e:
+            out[p] = f"engine build failed: {one_line(e)}"
+    return out
+
+
+def run_in_batches(slot: Slot, x: np.ndarray, batch: int) -> np.ndarray:
+    """Logits for `x`, fed in batches the artifact accepts (the last one padded, its padding dropped)."""
+    lo, hi = slot.batch
+    step = lo if slot.static else max(lo, min(batch, hi))
+    outs = []
+    for start in range(0, len(x), step):
+        xb = x[start:start + step]
+        n = len(xb)
+        if n < lo:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], lo - n, axis=0)])
+        outs.append(slot.runner.infer({INPUT_NAME: xb})["logits"][:n])
+    return np.concatenate(outs)
+
+
+def close(slots: list[Slot]) -> None:
+    for s in slots:
+        if s.runner is not None:
+            try:
+                s.runner.deactivate()
+            except Exception:  # pragma: no cover - closing must not hide the results
+                log.debug("closing %s failed", s.backend.name, exc_info=True)
+
+
+__all__ = ["DEFAULT_BACKENDS", "OnnxArtifact", "Slot", "batches_for", "below_bound_int8", "budget_hint",
+           "calibration_info", "close", "eval_backends", "open_slots", "requested_names", "resolve_onnx",
+           "run_in_batches"]

@@ -1,0 +1,45 @@
+"""The figures every comparison in the project reports, defined once.
+
+Cosine is the one the export reports: each sample's output flattened, the cosine similarity of
+that pair, then the mean over samples. Export verification, engine verification and twins-eval
+all call these, so "cosine 0.993" means the same thing in every report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def cosine_per_sample(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each sample's flattened output (axis 0 is the sample), in float64.
+
+    Two all-zero samples are identical (1.0); a zero sample against a non-zero one shares no direction (0.0).
+    """
+    a = np.asarray(a).reshape(len(a), -1).astype(np.float64)
+    b = np.asarray(b).reshape(len(b), -1).astype(np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare outputs of shapes {a.shape} and {b.shape}")
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    den = na * nb
+    both_zero = (na == 0) & (nb == 0)
+    return np.where(den > 0, (a * b).sum(axis=1) / np.maximum(den, 1e-300), np.where(both_zero, 1.0, 0.0))
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over samples of `cosine_per_sample`: the cosine every report in this project quotes."""
+    return float(cosine_per_sample(a, b).mean())
+
+
+def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int = 5) -> tuple[int, int]:
+    """(top-1 hits, top-k hits) of `logits` (N, classes) against integer `labels` (N,)."""
+    top = np.argsort(-np.asarray(logits), axis=1)[:, :k]
+    labels = np.asarray(labels)
+    return int((top[:, 0] == labels).sum()), int((top == labels[:, None]).any(axis=1).sum())
+
+
+def top1_agreement(logits: np.ndarray, reference: np.ndarray) -> int:
+    """How many samples have the same arg-max as the reference."""
+    return int((np.asarray(logits).argmax(axis=1) == np.asarray(reference).argmax(axis=1)).sum())
+
+
+__all__ = ["cosine_per_sample", "mean_cosine", "top1_agreement", "topk_hits"]
