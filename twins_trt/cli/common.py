@@ -197,7 +197,10 @@ def json_object_file(text: str) -> Path:
 def output_dir(text: str) -> Path:
     """An argparse type: a folder that exists and is writable, or can be created (nothing is created here)."""
     path = Path(text)
-    st = _stat(path)
+    try:
+        st = _stat(path)
+    except argparse.ArgumentTypeError:  # under a file: said below, as an output folder
+        st = None
     if st is not None:
         if not stat.S_ISDIR(st.st_mode):
             raise argparse.ArgumentTypeError(f"output folder {path} is not writable: it is {_kind(st)}, not a folder")

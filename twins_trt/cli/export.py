@@ -9,7 +9,6 @@ from pathlib import Path
 from twins_trt import artifacts
 from twins_trt.cli.common import (
     input_dir,
-    int_at_least,
     make_parser,
     nonneg_int,
     output_dir,
@@ -49,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic-shape", type=parse_hw_range, default=None, metavar="MIN:OPT:MAX",
                    help="symbolic H/W (backbones), e.g. 224:512:1024x2048; implies padding-safe windows")
     p.add_argument("--features", action="store_true", help="export the backbone: four NCHW maps at strides 4..32")
-    p.add_argument("--opset", type=int_at_least(18), default=DEFAULT_OPSET, help="ONNX opset (>= 18; INT8 needs >= 19)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 18; INT8 needs >= 19)")
     p.add_argument("--fp16-io", action="store_true", help="FP16 inputs/outputs for the FP16/INT8 artifacts")
     p.add_argument("--verify-samples", type=positive_int, default=4, help="inputs compared against PyTorch per artifact")
     p.add_argument("--compare-peers", action="store_true",
