@@ -323,23 +323,54 @@ def run_benchmark(cfg: BenchConfig, caps: Capabilities | None = None,
 
 def _run_variant(variant: str, plan: Plan, cfg: BenchConfig, device: str, threads: int, doc: dict,
                  say: Callable[[str], None]) -> None:
-    from twins_trt.bench.resolve import ensure_engine, ensure_onnx
-    from twins_trt.models import RandomWeightsWarning, create_model
+    """One variant: its artifacts, its PyTorch model, a runner per backend, then the measurements."""
+    skips = _Skips(doc, variant)
+    onnx = _resolve_onnx(variant, plan, cfg, skips, say)
+    engines = _resolve_engines(plan, onnx, cfg, skips, say)
+    model = _torch_model(variant, plan, cfg, say)
+    with contextlib.ExitStack() as stack:
+        runners, artifacts = _open_runners(stack, plan, cfg, device, threads, model, onnx, engines, skips)
+        if runners:
+            _measure_and_record(runners, {b.name: b for b in plan.run}, artifacts, variant, cfg, doc, skips)
 
-    def drop(name: str, status: str, reason: str) -> None:
-        doc["skipped"].append({"variant": variant, "backend": name, "status": status, "reason": reason})
 
-    onnx: dict[str, Path] = {}
-    if plan.onnx_precisions:
-        try:
-            onnx = ensure_onnx(variant, plan.onnx_precisions, cfg.batches, img_size=cfg.img_size,
-                               export_dir=cfg.export_dir, weights=cfg.weights, calib_dir=cfg.calib_dir,
-                               calib_synthetic=cfg.calib_synthetic, calib_size=cfg.calib_size,
-                               progress=cfg.progress, say=say)
-        except Exception as e:
-            for b in [b for b in plan.run if b.needs_onnx]:
-                drop(b.name, "failed", f"ONNX export failed: {one_line(e)}")
-            plan.run = [b for b in plan.run if not b.needs_onnx]
+@dataclass
+class _Skips:
+    """The `skipped` list of the result document, one entry per (variant, backend) at most."""
+
+    doc: dict
+    variant: str
+
+    def add(self, name: str, status: str, reason: str) -> None:
+        if not self.has(name):
+            self.doc["skipped"].append({"variant": self.variant, "backend": name, "status": status, "reason": reason})
+
+    def has(self, name: str) -> bool:
+        return any(s["backend"] == name and s["variant"] == self.variant for s in self.doc["skipped"])
+
+
+def _resolve_onnx(variant: str, plan: Plan, cfg: BenchConfig, skips: _Skips, say) -> dict[str, Path]:
+    """Precision -> ONNX for the runnable backends; when the export fails, those backends are dropped with why."""
+    from twins_trt.bench.resolve import ensure_onnx
+
+    if not plan.onnx_precisions:
+        return {}
+    try:
+        return ensure_onnx(variant, plan.onnx_precisions, cfg.batches, img_size=cfg.img_size,
+                           export_dir=cfg.export_dir, weights=cfg.weights, calib_dir=cfg.calib_dir,
+                           calib_synthetic=cfg.calib_synthetic, calib_size=cfg.calib_size,
+                           progress=cfg.progress, say=say)
+    except Exception as e:
+        for b in [b for b in plan.run if b.needs_onnx]:
+            skips.add(b.name, "failed", f"ONNX export failed: {one_line(e)}")
+        plan.run = [b for b in plan.run if not b.needs_onnx]
+        return {}
+
+
+def _resolve_engines(plan: Plan, onnx: dict[str, Path], cfg: BenchConfig, skips: _Skips, say) -> dict[str, Path]:
+    """Precision -> TensorRT engine, built or reused; a failed build drops its backends with why."""
+    from twins_trt.bench.resolve import ensure_engine
+
     engines: dict[str, Path] = {}
     for p in plan.engine_precisions:
         if p not in onnx:
@@ -348,54 +379,68 @@ def _run_variant(variant: str, plan: Plan, cfg: BenchConfig, device: str, thread
             engines[p] = ensure_engine(onnx[p], cfg.batches, cfg.engines_dir, say=say)
         except Exception as e:
             for b in [b for b in plan.run if b.needs_engine and b.precision == p]:
-                drop(b.name, "failed", f"engine build failed: {one_line(e)}")
+                skips.add(b.name, "failed", f"engine build failed: {one_line(e)}")
+    return engines
+
+
+def _torch_model(variant: str, plan: Plan, cfg: BenchConfig, say):
+    """The PyTorch model, only when a torch backend runs (random weights are fine for speed, and said so)."""
+    from twins_trt.models import RandomWeightsWarning, create_model
+
+    if not any(b.is_torch for b in plan.run):
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        model = create_model(variant, weights=cfg.weights, seed=0,
-                             attn_impl=cfg.torch_attn) if any(b.is_torch for b in plan.run) else None
-    if cfg.weights is None and model is not None:
+        model = create_model(variant, weights=cfg.weights, seed=0, attn_impl=cfg.torch_attn)
+    if cfg.weights is None:
         say(f"note: {variant} runs with random weights (speed does not depend on them)")
+    return model
 
+
+def _open_runners(stack: contextlib.ExitStack, plan: Plan, cfg: BenchConfig, device: str, threads: int, model,
+                  onnx: dict[str, Path], engines: dict[str, Path],
+                  skips: _Skips) -> tuple[dict[str, object], dict[str, str | None]]:
+    """(backend -> active runner, backend -> artifact path); a backend that cannot open is skipped or failed."""
     runners: dict[str, object] = {}
-    backends = {b.name: b for b in plan.run}
     artifacts: dict[str, str | None] = {}
-    with contextlib.ExitStack() as stack:
-        for b in plan.run:
-            if b.needs_engine and b.precision not in engines:
-                if not any(s["backend"] == b.name and s["variant"] == variant for s in doc["skipped"]):
-                    drop(b.name, "skipped", f"no {b.precision} ONNX to build an engine from")
-                continue
-            if b.needs_onnx and b.precision not in onnx:
-                continue
-            try:
-                r = make_runner(b, model=model, device=device, onnx=onnx, engines=engines, threads=threads,
-                                cuda_graph=cfg.cuda_graph)
-                stack.enter_context(r)
-            except BackendUnavailableError as e:
-                drop(b.name, "skipped", str(e))
-                continue
-            except Exception as e:
-                drop(b.name, "failed", one_line(e))
-                continue
-            runners[b.name] = r
-            artifacts[b.name] = str(engines[b.precision] if b.needs_engine else onnx[b.precision]) \
-                if b.needs_onnx else None
-        if not runners:
-            return
-        bar = _progress(cfg.rounds * len(cfg.batches) * len(runners), cfg.progress)
+    for b in plan.run:
+        if b.needs_engine and b.precision not in engines:
+            skips.add(b.name, "skipped", f"no {b.precision} ONNX to build an engine from")
+            continue
+        if b.needs_onnx and b.precision not in onnx:
+            continue
         try:
-            cells = measure(runners, backends, variant, cfg.batches, cfg, bar)
-        finally:
-            bar.close()
-        for name, r in runners.items():
-            try:
-                info = r.describe()
-            except Exception as e:  # pragma: no cover
-                info = {"name": name, "describe_failed": one_line(e)}
-            for b in cfg.batches:
-                res = cells[(name, b)].result(info, artifacts[name])
-                if res["status"] == "failed":
-                    if not any(s["backend"] == name and s["variant"] == variant for s in doc["skipped"]):
-                        drop(name, "failed", res["reason"])
-                    continue
-                doc["results"].append(res)
+            r = make_runner(b, model=model, device=device, onnx=onnx, engines=engines, threads=threads,
+                            cuda_graph=cfg.cuda_graph)
+            stack.enter_context(r)
+        except BackendUnavailableError as e:
+            skips.add(b.name, "skipped", str(e))
+            continue
+        except Exception as e:
+            skips.add(b.name, "failed", one_line(e))
+            continue
+        runners[b.name] = r
+        artifacts[b.name] = (str(engines[b.precision] if b.needs_engine else onnx[b.precision])
+                             if b.needs_onnx else None)
+    return runners, artifacts
+
+
+def _measure_and_record(runners: dict[str, object], backends: dict[str, Backend], artifacts: dict[str, str | None],
+                        variant: str, cfg: BenchConfig, doc: dict, skips: _Skips) -> None:
+    """Measure every (backend, batch) cell and append its result (or the backend's failure) to `doc`."""
+    bar = _progress(cfg.rounds * len(cfg.batches) * len(runners), cfg.progress)
+    try:
+        cells = measure(runners, backends, variant, cfg.batches, cfg, bar)
+    finally:
+        bar.close()
+    for name, r in runners.items():
+        try:
+            info = r.describe()
+        except Exception as e:  # pragma: no cover
+            info = {"name": name, "describe_failed": one_line(e)}
+        for b in cfg.batches:
+            res = cells[(name, b)].result(info, artifacts[name])
+            if res["status"] == "failed":
+                skips.add(name, "failed", res["reason"])
+                continue
+            doc["results"].append(res)
