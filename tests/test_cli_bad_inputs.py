@@ -103,7 +103,7 @@ CASES = [
     ("export", "wrong kind of weights file", ["--variant", "svt_s", "--weights", "{bad_json}", "-o", "{out}"], 2,
      "has suffix '.json'; expected .pth, .pt or .safetensors"),
     ("export", "calib-data missing", ["--variant", "svt_s", "--int8", "--calib-data", "{missing}", "-o", "{out}"], 2,
-     "--calib-data: {missing} does not exist; give an existing folder"),
+     "--calib-data: {missing} does not exist; give the path of an existing folder"),
     ("export", "calib-data is a file", ["--variant", "svt_s", "--int8", "--calib-data", "{file}", "-o", "{out}"], 2,
      "{file} is a file; expected a folder"),
     ("export", "calib-size 0", ["--variant", "svt_s", "--calib-size", "0"], 2,

@@ -146,14 +146,20 @@ def _stat(path: Path) -> os.stat_result | None:
         raise argparse.ArgumentTypeError(f"{path}: {(e.strerror or str(e)).lower()}") from None
 
 
-def input_file(text: str) -> Path:
-    """An argparse type: an existing, readable regular file (not a folder, not a pipe)."""
+def _existing(text: str, folder: bool) -> Path:
     path = Path(text)
     st = _stat(path)
+    want = "a folder" if folder else "a regular file"
     if st is None:
-        raise argparse.ArgumentTypeError(f"{path} does not exist; give the path of an existing file")
-    if not stat.S_ISREG(st.st_mode):
-        raise argparse.ArgumentTypeError(f"{path} is {_kind(st)}; expected a regular file")
+        raise argparse.ArgumentTypeError(f"{path} does not exist; give the path of {want.replace('a ', 'an existing ', 1)}")
+    if not (stat.S_ISDIR if folder else stat.S_ISREG)(st.st_mode):
+        raise argparse.ArgumentTypeError(f"{path} is {_kind(st)}; expected {want}")
+    return path
+
+
+def input_file(text: str) -> Path:
+    """An argparse type: an existing, readable regular file (not a folder, not a pipe)."""
+    path = _existing(text, folder=False)
     try:
         with open(path, "rb") as f:
             f.read(1)
@@ -171,12 +177,7 @@ def weights_arg(text: str) -> str:
 
 def input_dir(text: str) -> Path:
     """An argparse type: an existing folder that can be listed."""
-    path = Path(text)
-    st = _stat(path)
-    if st is None:
-        raise argparse.ArgumentTypeError(f"{path} does not exist; give an existing folder")
-    if not stat.S_ISDIR(st.st_mode):
-        raise argparse.ArgumentTypeError(f"{path} is {_kind(st)}; expected a folder")
+    path = _existing(text, folder=True)
     if not os.access(path, os.R_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"folder {path} cannot be read (permission denied)")
     return path
