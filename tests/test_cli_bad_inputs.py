@@ -166,6 +166,26 @@ CASES = [
      "output folder {under} is not writable"),
     ("eval", "unknown backend", ["--variant", "svt_s", "--data", "{data}", "--backends", "ort-int4", "-o", "{out}"],
      2, "unknown backend(s) 'ort-int4'"),
+    # twins-bench
+    ("bench", "baseline missing", ["--baseline", "{missing}", "-o", "{out}"], 2, "--baseline: {missing} does not exist"),
+    ("bench", "baseline is a folder", ["--baseline", "{folder}", "-o", "{out}"], 2, "{folder} is a folder"),
+    ("bench", "baseline is a FIFO", ["--baseline", "{pipe}", "-o", "{out}"], 2, "{pipe} is a pipe (FIFO)"),
+    ("bench", "corrupt baseline JSON", ["--backends", "torch", "--baseline", "{bad_json}", "-o", "{out}"], 2,
+     "baseline {bad_json} is not valid JSON"),
+    ("bench", "baseline holds a JSON array", ["--backends", "torch", "--baseline", "{array_json}", "-o", "{out}"], 2,
+     "{array_json} is not a twins-bench baseline"),
+    ("bench", "img-size 0", ["--img-size", "0"], 2, "--img-size: '0' is not a size: write H or HxW with positive"),
+    ("bench", "img-size -224", ["--img-size=-224x224"], 2, "--img-size: '-224x224' is not a size"),
+    ("bench", "unwritable -o", ["-o", "{under}"], 2, "output folder {under} is not writable"),
+    ("bench", "write-baseline is a folder", ["--write-baseline", "{folder}"], 2,
+     "--write-baseline: {folder} is a folder; expected a file name to write"),
+    ("bench", "write-baseline under a file", ["--write-baseline", "{under}/b.json"], 2,
+     "cannot write {under}/b.json: output folder {under} is not writable"),
+    ("bench", "iters 0", ["--iters", "0"], 2, "--iters: 0 is out of range"),
+    ("bench", "threads 0", ["--threads", "0"], 2, "--threads: 0 is out of range"),
+    ("bench", "warmup -1", ["--warmup", "-1"], 2, "--warmup: -1 is out of range; give a whole number >= 0"),
+    ("bench", "min-seconds 0", ["--min-seconds", "0"], 2, "--min-seconds: 0 is out of range; give a finite number > 0"),
+    ("bench", "calib-data missing", ["--calib-data", "{missing}"], 2, "--calib-data: {missing} does not exist"),
     # twins-triton
     ("triton", "artifact missing", ["{missing}", "-o", "{out}"], 2, "{missing} does not exist"),
     ("triton", "artifact is a folder", ["{folder}", "-o", "{out}"], 2, "{folder} is a folder"),
@@ -273,7 +293,18 @@ def _interrupt_triton(monkeypatch, ws):
     return [ws["tiny"], "-o", ws["out"]]
 
 
-INTERRUPTS = {"export": _interrupt_export, "build": _interrupt_build, "verify": _interrupt_verify,
+def _interrupt_bench(monkeypatch, ws):
+    import twins_trt.bench.core as core
+
+    def interrupted(*a, **kw):  # model built, runner open, warm-up done: Ctrl-C while timing
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core, "time_iterations", interrupted)
+    return ["--backends", "torch", "--batch", "1", "--warmup", "0", "--iters", "1", "--rounds", "1", "-q",
+            "-o", ws["out"], "--write-baseline", ws["out"] + "/b.json"]
+
+
+INTERRUPTS = {"bench": _interrupt_bench, "export": _interrupt_export, "build": _interrupt_build, "verify": _interrupt_verify,
               "eval": _interrupt_eval, "triton": _interrupt_triton}
 
 

@@ -219,7 +219,10 @@ def output_dir(text: str) -> Path:
 def output_file(text: str) -> Path:
     """An argparse type: a file path whose folder is (or can be) writable and that is not itself a folder."""
     path = Path(text)
-    st = _stat(path)
+    try:
+        st = _stat(path)
+    except argparse.ArgumentTypeError:  # under a file: said below, for its folder
+        st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise argparse.ArgumentTypeError(f"{path} is {_kind(st)}; expected a file name to write")
     try:
