@@ -314,6 +314,9 @@ def test_ctrl_c_mid_run(command, ws, monkeypatch, capsys):
     rc, _, err = run_case(command, argv, ws, capsys)
     check_one_line(err, rc, 130, "nothing was written under a final name", prefix="interrupted: ")
     assert not [p for p in Path(ws["folder"]).parent.rglob("*") if p.is_file() and ".partial" in p.name]
+    if command == "export":  # the model was built with random weights before the interrupt: one clean line
+        assert err.splitlines()[0].startswith("warning: svt_s has RANDOM weights; its outputs are meaningless")
+        assert "RandomWeightsWarning" not in err and ".py:" not in err
 
 
 def test_unexpected_errors_are_one_line_with_a_hint(ws, monkeypatch, capsys):
