@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import stat
@@ -133,13 +132,18 @@ def _kind(st: os.stat_result) -> str:
     return "a file"
 
 
-def _stat(path: Path) -> os.stat_result | None:
-    """None when nothing is there; a one-line ArgumentTypeError when the path cannot even be looked at."""
+def _stat(path: Path, to_write: bool = False) -> os.stat_result | None:
+    """None when nothing is there; a one-line ArgumentTypeError when the path cannot even be looked at.
+
+    to_write: a path under a file is None too (the output checks then say it of the folder).
+    """
     try:
         return path.stat()
     except FileNotFoundError:
         return None
     except NotADirectoryError:
+        if to_write:
+            return None
         parent = next((p for p in path.parents if p.exists()), None)
         raise argparse.ArgumentTypeError(f"{path} cannot exist: {parent} is a file, not a folder") from None
     except OSError as e:
@@ -183,25 +187,10 @@ def input_dir(text: str) -> Path:
     return path
 
 
-def json_object_file(text: str) -> Path:
-    """An argparse type: a readable file holding one JSON object."""
-    path = input_file(text)
-    try:
-        data = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise argparse.ArgumentTypeError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise argparse.ArgumentTypeError(f"{path} holds a JSON {type(data).__name__}; expected a JSON object {{...}}")
-    return path
-
-
 def output_dir(text: str) -> Path:
     """An argparse type: a folder that exists and is writable, or can be created (nothing is created here)."""
     path = Path(text)
-    try:
-        st = _stat(path)
-    except argparse.ArgumentTypeError:  # under a file: said below, as an output folder
-        st = None
+    st = _stat(path, to_write=True)
     if st is not None:
         if not stat.S_ISDIR(st.st_mode):
             raise argparse.ArgumentTypeError(f"output folder {path} is not writable: it is {_kind(st)}, not a folder")
@@ -219,10 +208,7 @@ def output_dir(text: str) -> Path:
 def output_file(text: str) -> Path:
     """An argparse type: a file path whose folder is (or can be) writable and that is not itself a folder."""
     path = Path(text)
-    try:
-        st = _stat(path)
-    except argparse.ArgumentTypeError:  # under a file: said below, for its folder
-        st = None
+    st = _stat(path, to_write=True)
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise argparse.ArgumentTypeError(f"{path} is {_kind(st)}; expected a file name to write")
     try:
