@@ -150,7 +150,7 @@ def below_bound_int8(opts, fp32: Path, model, scratch: Path, say: Callable[[str]
     below = None
     if not ver.passed:
         below = {"metric": ver.metric, "value": ver.worst, "bound": ver.bound,
-                 "artifact": "temporary (deleted after this evaluation; nothing written to --export-dir)",
+                 "artifact": "temporary file (deleted after this evaluation; nothing written to --export-dir)",
                  "hint": budget_hint(opts, ver.bound)}
     return OnnxArtifact(dst, manifest, below)
 
