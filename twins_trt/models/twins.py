@@ -13,6 +13,11 @@ official release (Meituan-AutoML/Twins, Apache-2.0) and timm's ``timm/models/twi
   amounts; under symbolic H/W (dynamic-shape export) it is always emitted, so a graph traced at 224
   still pads correctly at 256.
 
+mmsegmentation trained its Twins with a slightly different forward (``ForwardOptions``): LSA masks
+padded keys with -1000 instead of letting zero-padded tokens take part, the blocks' LayerNorm eps
+is 1e-5, and SVT normalises each stage's output. ``TIMM_FORWARD`` is the default; loading an
+mmseg checkpoint selects ``ForwardOptions.mmseg(cfg)``.
+
 Reading order: blocks -> model -> variant table.
 """
 
@@ -40,22 +45,85 @@ def _is_static(*dims) -> bool:
     return all(isinstance(d, int) for d in dims)
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, impl: AttnImpl) -> torch.Tensor:
-    """softmax(q k^T * scale) v over the last two dims, as plain matmuls unless SDPA is asked for."""
+@dataclass(frozen=True)
+class ForwardOptions:
+    """Where training codebases' forwards differ; weights only reproduce their numbers with their own.
+
+    lsa_pad_mask: LSA adds -1000 to the scores of padded keys (mmseg). mmseg builds its mask with
+        ``mask[:, -pad_b:, :]`` and ``mask[:, :, -pad_r:]``, which with a zero pad select the whole
+        map and so cancel the mask; its mask therefore acts only when both H and W need padding.
+        Reproduced as is, since that is the forward mmseg's checkpoints were trained with.
+    block_norm_eps: the blocks' LayerNorm epsilon (timm 1e-6, mmseg 1e-5).
+    norm_after_stage: a LayerNorm on each stage's output (``norm_list``; mmseg's SVT).
+    """
+
+    lsa_pad_mask: bool = False
+    block_norm_eps: float = 1e-6
+    norm_after_stage: bool = False
+
+    @classmethod
+    def mmseg(cls, cfg: TwinsConfig, norm_after_stage: bool | None = None) -> ForwardOptions:
+        """mmseg's forward; norm_after_stage defaults to the variant's mmseg config."""
+        nas = cfg.mmseg_norm_after_stage if norm_after_stage is None else norm_after_stage
+        return cls(lsa_pad_mask=True, block_norm_eps=1e-5, norm_after_stage=nas)
+
+    @property
+    def flavor(self) -> str:
+        return "timm" if self == TIMM_FORWARD else "mmseg"
+
+
+TIMM_FORWARD = ForwardOptions()
+PAD_MASK = -1000.0  # mmseg's additive score for padded keys
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, impl: AttnImpl,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale + mask) v over the last two dims, as plain matmuls unless SDPA is asked for.
+
+    mask, if given, is (G, N, N) for q of shape (B*G, heads, N, d): one additive mask per window.
+    """
     if impl == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+        if mask is not None:
+            mask = mask.repeat(q.shape[0] // mask.shape[0], 1, 1).unsqueeze(1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     attn = (q * scale) @ k.transpose(-2, -1)
+    if mask is not None:
+        G, N = mask.shape[0], mask.shape[-1]
+        attn = (attn.view(-1, G, attn.shape[1], N, N) + mask.unsqueeze(1)).view(-1, attn.shape[1], N, N)
     return attn.softmax(dim=-1) @ v
+
+
+def _window_pad_mask(H, W, ws: int, device: torch.device) -> torch.Tensor | None:
+    """mmseg's LSA mask, (gh*gw, ws*ws, ws*ws): PAD_MASK where exactly one of query and key is padding.
+
+    Static sizes give None when mmseg's mask would be void (see ForwardOptions.lsa_pad_mask). Under
+    symbolic sizes (dynamic-shape export) that condition is a tensor, so one graph serves every size.
+    """
+    pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
+    static = _is_static(H, W)
+    if static and not (pad_r > 0 and pad_b > 0):
+        return None
+    Hp, Wp = H + pad_b, W + pad_r
+    rows = torch.arange(Hp, device=device) >= H
+    cols = torch.arange(Wp, device=device) >= W
+    pad = rows.unsqueeze(1) | cols.unsqueeze(0)  # (Hp, Wp)
+    if not static:  # the last row/column is padding exactly when that side pads at all
+        pad = pad & (rows[-1] & cols[-1])
+    gh, gw = Hp // ws, Wp // ws
+    pad = pad.view(gh, ws, gw, ws).transpose(1, 2).reshape(gh * gw, ws * ws)
+    differ = pad.unsqueeze(1) != pad.unsqueeze(2)
+    return torch.where(differ, PAD_MASK, 0.0)
 
 
 class LocallyGroupedAttn(nn.Module):
     """LSA: self-attention inside non-overlapping ws x ws windows (no shift, ever)."""
 
-    def __init__(self, dim: int, num_heads: int, ws: int):
+    def __init__(self, dim: int, num_heads: int, ws: int, pad_mask: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} must divide by num_heads {num_heads}")
         self.dim, self.num_heads, self.ws = dim, num_heads, ws
+        self.pad_mask = pad_mask
         self.scale = (dim // num_heads) ** -0.5
         self.attn_impl: AttnImpl = "explicit"
         self.qkv = nn.Linear(dim, dim * 3)
@@ -75,7 +143,8 @@ class LocallyGroupedAttn(nn.Module):
         x = x.view(-1, gh, ws, gw, ws, C).transpose(2, 3).reshape(-1, ws * ws, C)
         qkv = self.qkv(x).view(-1, ws * ws, 3 * nh, C // nh).transpose(1, 2)
         q, k, v = qkv.split(nh, dim=1)
-        x = _attention(q, k, v, self.scale, self.attn_impl)  # (B*G, nh, ws*ws, hd)
+        mask = _window_pad_mask(H, W, ws, x.device) if self.pad_mask and padded else None
+        x = _attention(q, k, v, self.scale, self.attn_impl, mask)  # (B*G, nh, ws*ws, hd)
         x = x.transpose(1, 2).reshape(-1, gh, gw, ws, ws, C).transpose(2, 3).reshape(-1, gh * ws, gw * ws, C)
         if padded:
             x = x[:, :H, :W, :]
@@ -130,14 +199,15 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, sr_ratio: int, ws: int):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, sr_ratio: int, ws: int,
+                 opts: ForwardOptions = TIMM_FORWARD):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=opts.block_norm_eps)
         if ws == 1:
             self.attn: nn.Module = GlobalSubSampleAttn(dim, num_heads, sr_ratio)
         else:
-            self.attn = LocallyGroupedAttn(dim, num_heads, ws)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+            self.attn = LocallyGroupedAttn(dim, num_heads, ws, pad_mask=opts.lsa_pad_mask)
+        self.norm2 = nn.LayerNorm(dim, eps=opts.block_norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, size: Size) -> torch.Tensor:
@@ -191,6 +261,7 @@ class TwinsConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     num_classes: int = 1000
+    mmseg_norm_after_stage: bool = False  # mmseg's configs: True for SVT, False for PCPVT
 
     @property
     def family(self) -> str:
@@ -206,7 +277,7 @@ class TwinsConfig:
 
 
 _PCPVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4))
-_SVT = dict(mlp_ratios=(4, 4, 4, 4), wss=(7, 7, 7, 7))
+_SVT = dict(mlp_ratios=(4, 4, 4, 4), wss=(7, 7, 7, 7), mmseg_norm_after_stage=True)
 
 VARIANTS: dict[str, TwinsConfig] = {
     c.name: c
@@ -257,9 +328,11 @@ def check_input_size(height: int, width: int, what: str = "input") -> None:
 class Twins(nn.Module):
     """Twins classifier, or with ``features=True`` a backbone returning four NCHW maps (strides 4..32)."""
 
-    def __init__(self, cfg: TwinsConfig, num_classes: int = 1000, features: bool = False, in_chans: int = 3):
+    def __init__(self, cfg: TwinsConfig, num_classes: int = 1000, features: bool = False, in_chans: int = 3,
+                 options: ForwardOptions = TIMM_FORWARD):
         super().__init__()
         self.cfg = cfg
+        self.options = options
         self.features_only = features
         self.num_classes = 0 if features else num_classes
         self.embed_dims = cfg.embed_dims
@@ -270,12 +343,14 @@ class Twins(nn.Module):
             prev, patch = dim, 2
         self.blocks = nn.ModuleList(
             nn.ModuleList(
-                Block(cfg.embed_dims[k], cfg.num_heads[k], cfg.mlp_ratios[k], cfg.sr_ratios[k], cfg.window(k, i))
+                Block(cfg.embed_dims[k], cfg.num_heads[k], cfg.mlp_ratios[k], cfg.sr_ratios[k], cfg.window(k, i), options)
                 for i in range(cfg.depths[k])
             )
             for k in range(4)
         )
         self.pos_block = nn.ModuleList(PosConv(dim) for dim in cfg.embed_dims)
+        if options.norm_after_stage:
+            self.norm_list = nn.ModuleList(nn.LayerNorm(dim) for dim in cfg.embed_dims)
         self.norm = nn.LayerNorm(cfg.embed_dims[-1], eps=1e-6)
         self.head = nn.Linear(cfg.embed_dims[-1], num_classes) if self.num_classes > 0 else nn.Identity()
         if features:  # a backbone has neither; published classifier weights drop them by name
@@ -307,6 +382,8 @@ class Twins(nn.Module):
                 x = blk(x, size)
                 if j == 0:
                     x = peg(x, size)  # PEG after the first block of every stage
+            if self.options.norm_after_stage:
+                x = self.norm_list[i](x)
             if i < last or maps is not None:
                 fmap = x.transpose(1, 2).reshape(-1, x.shape[2], *size)
                 if maps is not None:
