@@ -26,7 +26,7 @@ def pair(request, tmp_path_factory):
     return request.param, ref, create_model(request.param, weights=path, features=True)
 
 
-@pytest.mark.parametrize("size", [(512, 512), (1024, 1024), (224, 448)])
+@pytest.mark.parametrize("size", [(512, 512), (224, 448)])  # 1024x1024: checked once, ~20 s each
 def test_features_match_mmseg(pair, size):
     """512: every stage pads its windows (128, 64, 32, 16 vs 7); 224x448: only W pads (mmseg's mask is void)."""
     variant, ref, ours = pair
