@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(a real regression reproduces, a noisy neighbour rarely does; default: 1)")
     p.add_argument("--write-baseline", type=output_file, metavar="FILE", help="write this run's gated ratios as a baseline")
     p.add_argument("--list", action="store_true", help="list every backend and whether it can run here, then exit")
+    p.add_argument("--task", choices=("cls", "seg"), default="cls",
+                   help="seg: Twins segmentors in frames/s at --seg-sizes, batch 1 (twins_trt.segmentation.bench)")
+    p.add_argument("--seg-head", choices=("fpn", "uper", "mlp"), default="fpn", help="with --task seg: the decode head")
+    p.add_argument("--seg-sizes", type=lambda t: [parse_hw(x) for x in t.split(",")], default=None,
+                   help="with --task seg: HxW sizes, comma-separated (default: 512x512,1024x2048)")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="with --task seg: classes (default 150, ADE20K)")
     return p
 
 
@@ -172,6 +178,10 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.list:
         return list_backends()
     kwargs, caps = bench_settings(args)
+    if args.task == "seg":
+        from twins_trt.segmentation.bench import main_from_cli
+
+        return main_from_cli(args, kwargs, caps, argv)
     if args.against:
         return run_against(args, kwargs, caps)
     cfg, baseline = config_and_baseline(args, kwargs)

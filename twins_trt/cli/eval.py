@@ -27,6 +27,7 @@ from twins_trt.cli.common import (
     input_file,
     make_parser,
     output_dir,
+    parse_hw,
     positive_int,
     run,
     weights_arg,
@@ -72,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", type=output_dir, default="eval", metavar="DIR",
                    help="where <stem>.eval.json and .eval.md go (default: eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (same as -q)")
+    seg = p.add_argument_group("segmentation (--task seg; twins_trt.segmentation.eval)")
+    seg.add_argument("--task", choices=("cls", "seg"), default="cls",
+                     help="seg: --data is a folder of images; pixel agreement with PyTorch fp32, mIoU with --masks")
+    seg.add_argument("--masks", metavar="DIR", help="ground-truth PNGs named like the images (class index per pixel)")
+    seg.add_argument("--seg-head", choices=("fpn", "uper", "mlp"), default="fpn")
+    seg.add_argument("--num-classes", type=positive_int, help="default: from the checkpoint's head, else 150")
+    seg.add_argument("--seg-size", type=parse_hw, default=(512, 512), metavar="HxW",
+                     help="images (and masks) are resized to this (default: 512x512)")
+    seg.add_argument("--reduce-zero-label", action="store_true", help="masks: 0 is 'other' (ignored), k -> k-1 (ADE20K)")
     return p
 
 
@@ -80,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.task == "seg":
+        from twins_trt.segmentation.eval import main_from_cli
+
+        return main_from_cli(args)
     from twins_trt.eval import EvalOptions, evaluate
 
     def say(msg: str) -> None:

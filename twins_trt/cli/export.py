@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic-shape", type=parse_hw_range, default=None, metavar="MIN:OPT:MAX",
                    help="symbolic H/W (backbones), e.g. 224:512:1024x2048; implies padding-safe windows")
     p.add_argument("--features", action="store_true", help="export the backbone: four NCHW maps at strides 4..32")
+    p.add_argument("--task", choices=("cls", "seg"), default="cls",
+                   help="seg: a segmentor (backbone + --seg-head), one output 'logits' (B, K, H, W)")
+    p.add_argument("--seg-head", choices=("fpn", "uper", "mlp"), default="fpn", help="with --task seg: the decode head")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="with --task seg: classes; default from the checkpoint's head, else 150 (ADE20K)")
+    p.add_argument("--seg-output", choices=("input", "stride4"), default="input",
+                   help="with --task seg: logits resized to the input (mmseg 'whole' mode) or left at stride 4")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 18; INT8 needs >= 19)")
     p.add_argument("--fp16-io", action="store_true", help="FP16 inputs/outputs for the FP16/INT8 artifacts")
     p.add_argument("--verify-samples", type=positive_int, default=4, help="inputs compared against PyTorch per artifact")
@@ -73,6 +80,7 @@ def _main(args: argparse.Namespace) -> int:
         features=args.features, opset=args.opset, calib_dir=args.calib_data, calib_method=args.calib_method,
         calib_size=args.calib_size, calib_synthetic=args.calib_synthetic, fp16_io=args.fp16_io,
         verify_samples=args.verify_samples, progress=not args.quiet,
+        task=args.task, seg_head=args.seg_head, num_classes=args.num_classes, seg_output=args.seg_output,
     )
     res = export_variant(opts, on_step=None if args.quiet else lambda m: print(f"[twins-export] {m}", file=sys.stderr))
     reports = [res.reports[p] for p in res.artifacts]

@@ -68,10 +68,19 @@ class ExportOptions:
     fp16_io: bool = False  # keep fp32 inputs/outputs unless asked
     verify_samples: int = 4
     progress: bool = True
+    # task "seg": a segmentor (twins_trt.segmentation) whose one output is "logits" (B, K, H, W)
+    task: str = "cls"
+    seg_head: str = "fpn"
+    num_classes: int | None = None  # seg: None takes it from the checkpoint (else 150)
+    seg_output: str = "input"  # seg: logits resized to the input ("input") or at stride 4 ("stride4")
 
     def __post_init__(self) -> None:
         self.cfg = resolve_variant(self.variant)
         self.variant = self.cfg.name
+        if self.task not in ("cls", "seg"):
+            raise ValueError(f"task must be 'cls' or 'seg', got {self.task!r}")
+        if self.task == "seg" and self.features:
+            raise ValueError("--task seg exports a whole segmentor; --features is for the backbone alone")
         self.precisions = tuple(dict.fromkeys(("fp32", *self.precisions)))  # fp32 first: the others derive from it
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown:
@@ -105,15 +114,23 @@ class ExportOptions:
     @property
     def stem(self) -> str:
         return artifact_stem(self.variant, self.img_size, self.batch, self.dynamic_batch, self.dynamic_shape,
-                             self.features)
+                             self.features, self.seg_head if self.task == "seg" else None)
+
+    def segmentation(self) -> dict | None:
+        """What a segmentation artifact's manifest and metadata say about its head (None for cls)."""
+        if self.task != "seg":
+            return None
+        return {"head": self.seg_head, "num_classes": self.num_classes, "output": self.seg_output}
 
 
 def artifact_stem(variant: str, img_size=(224, 224), batch: int = 1, dynamic_batch=None, dynamic_shape=None,
-                  features: bool = False) -> str:
+                  features: bool = False, seg_head: str | None = None) -> str:
     """`svt_s` for the default (224, batch 1, classifier); suffixes name every departure from it."""
     parts = [resolve_variant(variant).name]
     if features:
         parts.append("feat")
+    if seg_head:
+        parts.append(f"seg{seg_head}")
     if dynamic_shape is not None:
         parts.append("dynhw")
     elif tuple(img_size) != (224, 224):
@@ -205,6 +222,8 @@ def _metadata(opts: ExportOptions, precision: str) -> dict[str, str]:
         meta["batch_profile"] = ":".join(map(str, opts.dynamic_batch))
     if opts.dynamic_shape:
         meta["hw_profile"] = ":".join(f"{h}x{w}" for h, w in opts.dynamic_shape)
+    if opts.segmentation():
+        meta.update(task="seg", **{f"seg_{k}": v for k, v in opts.segmentation().items()})
     return meta
 
 
@@ -441,6 +460,7 @@ def _write_manifest(path: Path, opts: ExportOptions, precision: str, rep: GraphR
         "weights_sha256": weights_sha,
         "preprocessing": {"interpolation": opts.cfg.interpolation, "crop_pct": opts.cfg.crop_pct,
                           "mean": opts.cfg.mean, "std": opts.cfg.std},
+        "segmentation": opts.segmentation(),
         "graph": rep.to_dict(),
         "verification": ver.to_dict(),
         "export_seconds": round(seconds, 2),
@@ -461,7 +481,14 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
         weights_sha = artifacts.sha256_file(opts.weights)
     with warnings.catch_warnings():
         warnings.simplefilter("always", RandomWeightsWarning)
-        model = create_model(opts.variant, weights=opts.weights, features=opts.features, seed=0)
+        if opts.task == "seg":
+            from twins_trt.segmentation import create_segmentor
+
+            model = create_segmentor(opts.variant, opts.seg_head, opts.num_classes, opts.weights, opts.seg_output,
+                                     seed=0).fold_batchnorm()  # BN folded: the graph has convs only
+            opts.num_classes = model.num_classes
+        else:
+            model = create_model(opts.variant, weights=opts.weights, features=opts.features, seed=0)
     images, calib_files = None, []
     if opts.calib_dir is not None:
         calib, calib_files, res.skipped_images = _calibration_data(opts)

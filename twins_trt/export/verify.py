@@ -32,7 +32,8 @@ def compare(name: str, ref: np.ndarray, out: np.ndarray) -> Comparison:
         bad = int((~np.isfinite(out)).sum())
         raise VerificationError(f"output {name}: {bad} non-finite value(s) (overflow? keep those layers in fp32)")
     diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
-    top1 = float(np.mean(ref.argmax(-1) == out.argmax(-1))) if name == "logits" else None
+    # classifier logits (B, K): top-1 agreement; segmentation logits (B, K, H, W): per-pixel agreement
+    top1 = float(np.mean(ref.argmax(1) == out.argmax(1))) if name == "logits" else None
     return Comparison(name, float(diff.max()), float(diff.mean()), cosine(ref, out), top1)
 
 

@@ -67,6 +67,10 @@ class TwinsSegmentor(nn.Module):
         else:
             self.decode_head = MLPHead(dims, hc.channels, num_classes)
 
+    def set_attn_impl(self, impl) -> TwinsSegmentor:
+        self.backbone.set_attn_impl(impl)
+        return self
+
     @property
     def features_only(self) -> bool:  # read by code that handles backbones and segmentors alike
         return False
