@@ -9,6 +9,7 @@ verified against PyTorch fp32 and graph-checked there, and only then renamed to 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -79,8 +80,11 @@ class ExportOptions:
         self.variant = self.cfg.name
         if self.task not in ("cls", "seg"):
             raise ValueError(f"task must be 'cls' or 'seg', got {self.task!r}")
-        if self.task == "seg" and self.features:
-            raise ValueError("--task seg exports a whole segmentor; --features is for the backbone alone")
+        if self.task == "seg":
+            if self.features:
+                raise ValueError("--task seg exports a whole segmentor; --features is for the backbone alone")
+            # segmentation preprocessing (calibration, verification images): the whole image resized, no crop
+            self.cfg = dataclasses.replace(self.cfg, crop_pct=1.0, interpolation="bilinear")
         self.precisions = tuple(dict.fromkeys(("fp32", *self.precisions)))  # fp32 first: the others derive from it
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown:
@@ -271,12 +275,18 @@ def to_fp16(src: Path, dst: Path, opts: ExportOptions) -> onnx.ModelProto:
     """ModelOpt AutoCast: fp16 everywhere except nodes whose data or weights would overflow fp16."""
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
+    # AutoCast's reference run feeds random inputs whose symbolic dims are 1; a 1x1 image has empty feature
+    # maps and ONNX Runtime dies on them (SIGFPE). With a dynamic H/W, feed one input at the OPT size instead.
+    ref_input = {INPUT_NAME: random_inputs(1, opts.img_size, seed=7)} if opts.dynamic_shape else None
     try:
         with _quiet():
             proto = convert_to_mixed_precision(str(src), low_precision_type="fp16", keep_io_types=not opts.fp16_io,
-                                               providers=["cpu"], opset=opts.opset)
+                                               providers=["cpu"], opset=opts.opset, calibration_data=ref_input)
     except Exception as e:  # ModelOpt raises whatever its dependencies raise
         raise ExportError(f"ModelOpt AutoCast (fp16) failed on {src.name}: {one_line(e)}") from e
+    if opts.dynamic_shape:  # its shape inference ran at that size: drop the static intermediate shapes it wrote
+        for vi in proto.graph.value_info:
+            vi.type.tensor_type.ClearField("shape")
     set_metadata(proto, _metadata(opts, "fp16"))
     onnx.save(proto, str(dst))
     return proto
