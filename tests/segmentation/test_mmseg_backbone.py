@@ -107,3 +107,13 @@ def test_pad_mask_follows_mmseg_quirk(hw):
     # window 0 (top-left) has no padding; the last window's last token is padding
     assert (mask[0] == 0).all()
     assert mask[-1, 0, -1] == -1000.0 and mask[-1, -1, -1] == 0.0
+
+
+def test_sdpa_applies_the_same_mask():
+    """The PyTorch baseline may run SDPA; with mmseg's mask it must give the export form's numbers."""
+    model = create_model("svt_s", features=True, flavor="mmseg", seed=0)
+    x = torch.randn(1, 3, 256, 256)  # 64, 32, 16, 8 per stage: every LSA stage pads both sides
+    with torch.no_grad():
+        explicit = model.set_attn_impl("explicit")(x)
+        sdpa = model.set_attn_impl("sdpa")(x)
+    assert all((a - b).abs().max() <= 1e-4 for a, b in zip(explicit, sdpa))

@@ -37,6 +37,7 @@ class SegBenchConfig:
     num_classes: int | None = None
     weights: str | None = None
     seg_output: str = "input"
+    torch_attn: str = "sdpa"  # the PyTorch baseline's attention, as twins-bench's --torch-attn (exports: explicit)
     warmup: int = 2
     iters: int | None = 5
     min_seconds: float | None = None
@@ -112,7 +113,7 @@ def run_seg_benchmark(cfg: SegBenchConfig, caps: Capabilities | None = None,
     threads = cfg.threads or usable_cores()
     torch.set_num_threads(threads)
     device = torch_device(cfg.device, caps)
-    doc: dict = {"kind": "twins-bench-seg", "head": cfg.head, "sizes": [list(s) for s in cfg.sizes],
+    doc: dict = {"kind": "twins-bench-seg", "head": cfg.head, "torch_attn": cfg.torch_attn, "sizes": [list(s) for s in cfg.sizes],
                  "env": capture_environment(threads), "threads": threads, "torch_device": device,
                  "method": "batch 1; frames/s = 1 / mean latency; twins_trt.bench.core.measure per size",
                  "results": [], "skipped": []}
@@ -120,6 +121,7 @@ def run_seg_benchmark(cfg: SegBenchConfig, caps: Capabilities | None = None,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RandomWeightsWarning)
             model = create_segmentor(variant, cfg.head, cfg.num_classes, cfg.weights, cfg.seg_output, seed=0)
+        model.set_attn_impl(cfg.torch_attn)  # export_variant traces a copy of its own, always explicit
         for size in cfg.sizes:
             int8_there = find_seg_onnx(cfg.export_dir, variant, cfg.head, "int8", size, cfg.num_classes,
                                        cfg.seg_output) is not None
@@ -206,6 +208,7 @@ def main_from_cli(args, kwargs: dict, caps: Capabilities, argv: list[str]) -> in
         iters=None if args.min_seconds is not None else (5 if args.iters is None else args.iters),
         min_seconds=args.min_seconds, rounds=1 if args.rounds is None else args.rounds, threads=kwargs["threads"],
         device=kwargs["device"], export_dir=kwargs["export_dir"], seed=kwargs["seed"], progress=kwargs["progress"],
+        torch_attn=kwargs["torch_attn"],
     )
     from twins_trt.errors import TwinsError
 
