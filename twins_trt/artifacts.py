@@ -27,7 +27,7 @@ from twins_trt.errors import OutputDirError
 _WRITTEN: list[Path] = []
 
 TOOL_PACKAGES = ("twins-trt", "torch", "onnx", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt", "timm",
-                 "polygraphy", "tensorrt", "tensorrt-cu12-bindings", "tensorrt-cu13-bindings")
+                 "polygraphy", "openvino", "tensorrt", "tensorrt-cu12-bindings", "tensorrt-cu13-bindings")
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:

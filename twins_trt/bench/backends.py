@@ -9,6 +9,10 @@ One naming scheme: ``<runtime>[-<provider>][-<precision>]``, precision fp32 when
     ort-cuda[-fp16|-int8]  ONNX Runtime, CUDA execution provider
     ort-trt[-fp16|-int8]   ONNX Runtime, TensorRT execution provider
     trt-fp32|trt-fp16|trt-int8   TensorRT engine (TrtRunner) built from that ONNX
+    openvino[-fp16|-int8]  OpenVINO on the CPU (the CPU's compiled engine) on the fp32/fp16/int8 ONNX, f32 hint
+    openvino-bf16          OpenVINO on the fp32 ONNX with the bf16 precision hint (CPUs with native bf16 only)
+
+`precision` is always the artifact's; `hint` is what OpenVINO is asked to compute in.
 
 Groups: ``cpu``, ``gpu``, ``all``, ``auto`` (``gpu`` where torch sees a CUDA device, else ``cpu``).
 Everything here is pure data and pure functions; `Capabilities.detect()` is the only probe.
@@ -27,15 +31,16 @@ ORT_PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvi
 @dataclass(frozen=True)
 class Backend:
     name: str
-    runtime: str  # torch | ort | trt
+    runtime: str  # torch | ort | trt | openvino
     precision: str = "fp32"
     provider: str | None = None  # ort: cpu | cuda | trt
+    hint: str | None = None  # openvino: INFERENCE_PRECISION_HINT (f32 | bf16)
     compile: bool = False
     gpu_only: bool = False
 
     @property
     def needs_onnx(self) -> bool:
-        return self.runtime in ("ort", "trt")
+        return self.runtime in ("ort", "trt", "openvino")
 
     @property
     def needs_engine(self) -> bool:
@@ -58,19 +63,24 @@ def _table() -> dict[str, Backend]:
             out[name] = Backend(name, "ort", p, provider, gpu_only=provider != "cpu")
     for p in PRECISIONS:
         out[f"trt-{p}"] = Backend(f"trt-{p}", "trt", p, gpu_only=True)
+    for p in PRECISIONS:
+        name = "openvino" if p == "fp32" else f"openvino-{p}"
+        out[name] = Backend(name, "openvino", p, hint="f32")
+    out["openvino-bf16"] = Backend("openvino-bf16", "openvino", "fp32", hint="bf16")
     return out
 
 
 BACKENDS: dict[str, Backend] = _table()
 REFERENCE = "torch"  # speedups and the gate are relative to PyTorch eager fp32
 GROUPS: dict[str, list[str]] = {
-    "cpu": ["torch", "torch-compile", "ort-cpu", "ort-cpu-fp16", "ort-cpu-int8"],
+    "cpu": ["torch", "torch-compile", "ort-cpu", "ort-cpu-fp16", "ort-cpu-int8", "openvino", "openvino-bf16",
+            "openvino-fp16", "openvino-int8"],
     "gpu": ["torch", "torch-fp16", "torch-compile", "ort-cuda", "ort-cuda-fp16", "ort-trt", "ort-trt-fp16",
             "ort-trt-int8", "trt-fp32", "trt-fp16", "trt-int8"],
     "all": list(BACKENDS),
 }
 ALIASES = {"ort-cpu-fp32": "ort-cpu", "ort-cuda-fp32": "ort-cuda", "ort-trt-fp32": "ort-trt", "torch-fp32": "torch",
-           "torch-eager": "torch",
+           "torch-eager": "torch", "openvino-fp32": "openvino",
            # twins-eval's former names, kept so old commands still work
            "ort-fp32": "ort-cpu", "ort-fp16": "ort-cpu-fp16", "ort-int8": "ort-cpu-int8"}
 
@@ -128,10 +138,15 @@ class Capabilities:
     ort_providers: tuple[str, ...] = ("CPUExecutionProvider",)
     tensorrt_ok: bool = False
     tensorrt_why: str = "TensorRT is not importable here"
+    openvino_ok: bool = True  # a regular dependency: there unless the install is broken
+    openvino_why: str = "OpenVINO"
+    bf16: bool = False  # native bf16 arithmetic (avx512_bf16 / AMX) that OpenVINO offers
+    bf16_why: str = "this CPU has no native bf16"
 
     @classmethod
     def detect(cls) -> Capabilities:
         from twins_trt.runners import cuda_available
+        from twins_trt.runners.openvino_runner import bf16_status, openvino_status
         from twins_trt.trt import tensorrt_status
 
         cuda = cuda_available()
@@ -147,7 +162,9 @@ class Capabilities:
         except ImportError:  # pragma: no cover
             providers = ()
         ok, why = tensorrt_status()
-        return cls(cuda, gpu, providers, ok, why)
+        ov_ok, ov_why = openvino_status()
+        bf16, bf16_why = bf16_status()
+        return cls(cuda, gpu, providers, ok, why, ov_ok, ov_why, bf16, bf16_why)
 
 
 def skip_reason(b: Backend, caps: Capabilities, device: str = "auto") -> str | None:
@@ -171,6 +188,12 @@ def skip_reason(b: Backend, caps: Capabilities, device: str = "auto") -> str | N
     if b.runtime == "trt":
         if not caps.tensorrt_ok:
             return caps.tensorrt_why
+        return None
+    if b.runtime == "openvino":
+        if not caps.openvino_ok:
+            return caps.openvino_why
+        if b.hint == "bf16" and not caps.bf16:
+            return f"the bf16 hint needs a CPU with native bf16: {caps.bf16_why}"
         return None
     raise ValueError(f"unknown runtime {b.runtime!r}")  # pragma: no cover
 

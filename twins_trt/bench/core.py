@@ -13,7 +13,8 @@ Method (also written into every result as `method`):
   (reversed on odd rounds), so slow phases of a shared machine hit all backends alike.
   speedup = median over rounds of (reference p50 / backend p50) in the same round: a ratio of
   medians measured side by side, which is what the regression gate compares.
-- CPU threads: torch.set_num_threads(threads) and ONNX Runtime intra_op_num_threads = threads.
+- CPU threads: torch.set_num_threads(threads), ONNX Runtime intra_op_num_threads = threads, OpenVINO
+  INFERENCE_NUM_THREADS = threads (one stream, latency hint).
 """
 
 from __future__ import annotations
@@ -202,6 +203,10 @@ def make_runner(b: Backend, *, model, device: str, onnx: dict[str, Path], engine
         from twins_trt.runners.trt_runner import TrtRunner
 
         return TrtRunner(engines[b.precision], use_cuda_graph=cuda_graph, name=b.name)
+    if b.runtime == "openvino":
+        from twins_trt.runners.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(onnx[b.precision], precision_hint=b.hint or "f32", threads=threads, name=b.name)
     raise ValueError(f"unknown runtime {b.runtime!r}")  # pragma: no cover
 
 

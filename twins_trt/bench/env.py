@@ -120,6 +120,8 @@ def environment_line(env: dict) -> str:
              f"threads torch {env['threads']['torch']} / ORT {env['threads']['ort_intra_op']}",
              f"GPU {gpu.get('name')} (driver {gpu.get('driver')})" if gpu.get("name") else "no GPU",
              f"torch {v.get('torch')}", f"onnxruntime {ort}"]
+    if v.get("openvino"):
+        parts.append(f"openvino {v['openvino']}")
     if v.get("tensorrt"):
         parts.append(f"tensorrt {v['tensorrt']}")
     parts += [f"git {env.get('git_commit')}", env.get("date", "")]

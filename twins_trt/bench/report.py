@@ -47,10 +47,24 @@ def format_table(doc: dict) -> str:
     lines = ["  ".join(c.rjust(w) if i in num else c.ljust(w)
                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += precision_lines(doc)
     lines += skipped_lines(doc)
     if doc.get("paper"):
         lines += [""] + paper_lines(doc)
     return "\n".join(lines)
+
+
+def precision_lines(doc: dict) -> list[str]:
+    """What each OpenVINO backend really executed in (runner.describe()'s precision_report), once per backend."""
+    out: dict[tuple[str, str], str] = {}
+    for r in doc["results"]:
+        rep = (r.get("runner") or {}).get("precision_report")
+        if rep:
+            out[(r["variant"], r["backend"])] = rep["summary"]
+    if not out:
+        return []
+    return ["", "runtime precision (OpenVINO's runtime model, MatMul/Conv layers):"] + \
+        [f"  {variant} {backend}: {summary}" for (variant, backend), summary in out.items()]
 
 
 def skipped_lines(doc: dict) -> list[str]:
@@ -91,6 +105,9 @@ def format_markdown(doc: dict) -> str:
           "| " + " | ".join(rows[0]) + " |",
           "|" + "|".join("---" if i < 2 else "---:" for i in range(len(rows[0]))) + "|"]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    if precision_lines(doc):
+        md += ["", "Runtime precision (OpenVINO's runtime model: MatMul/Conv layers by the precision they ran in):", ""]
+        md += [f"- {line.strip()}" for line in precision_lines(doc)[2:]]
     if doc.get("skipped"):
         md += ["", "Not measured:", ""] + [f"- {s['variant']} `{s['backend']}` ({s['status']}): {s['reason']}"
                                           for s in doc["skipped"]]

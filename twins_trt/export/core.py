@@ -39,7 +39,8 @@ from twins_trt.errors import (
 from twins_trt.export.graph_report import GraphReport, report_graph
 from twins_trt.export.verify import Verdict, verdict
 from twins_trt.models import RandomWeightsWarning, Twins, check_input_size, create_model, resolve_variant
-from twins_trt.runners import INPUT_NAME, output_names
+from twins_trt.openvino_report import check_export_artifact
+from twins_trt.runners import INPUT_NAME, Runner, output_names
 from twins_trt.runners.ort_runner import OrtRunner
 
 log = logging.getLogger(__name__)
@@ -405,13 +406,14 @@ def verification_shapes(opts: ExportOptions) -> list[tuple[int, int, int]]:
 
 
 def verify_artifact(onnx_path: Path, precision: str, model: Twins, opts: ExportOptions,
-                    images: np.ndarray | None) -> Verdict:
-    """Run the artifact on ONNX Runtime CPU and PyTorch fp32 on the same inputs; compare by output."""
+                    images: np.ndarray | None, runner: Runner | None = None) -> Verdict:
+    """Run the artifact on ONNX Runtime CPU (or on `runner`, open, the caller's to close) and PyTorch fp32
+    on the same inputs; compare by output."""
     from tqdm import tqdm
 
     groups = []
     shapes = verification_shapes(opts)
-    with OrtRunner(onnx_path, "cpu") as ort_runner:
+    with contextlib.nullcontext(runner) if runner is not None else OrtRunner(onnx_path, "cpu") as ort_runner:
         for i, (b, h, w) in enumerate(tqdm(shapes, desc=f"verify {precision}", leave=False, disable=not opts.progress)):
             n = -(-max(b, opts.verify_samples if len(shapes) == 1 else b) // b) * b  # whole batches
             if images is not None and (h, w) == tuple(opts.img_size):
@@ -523,6 +525,7 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
             say(ver.line())
             if not ver.passed:
                 raise VerificationError(f"{final.name} failed verification, nothing written: {ver.line()}")
+            extra = {**(extra or {}), **(check_export_artifact(tmp, precision, model, opts, images, say) or {})}
         res.seconds[precision] = time.perf_counter() - t0
         res.artifacts[precision] = final
         res.manifests[precision] = _write_manifest(final, opts, precision, rep, ver, weights_sha,
