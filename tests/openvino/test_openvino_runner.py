@@ -58,6 +58,7 @@ def test_threads_stream_and_hint_reach_the_compiled_model(classifier):
         assert "float32" in str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         d = r.describe()
     assert d["name"] == "openvino" and d["device"] == "cpu" and d["threads"] == 1 and d["precision_hint"] == "f32"
+    assert d["compiled_precision_hint"] == "f32"
     rep = d["precision_report"]
     assert rep["layers_total"] == 2  # the Conv and the Gemm's MatMul
     assert rep["macs_total"] == 16 * 16 * 8 * 3 * 3 * 3 + 8 * 10

@@ -209,6 +209,6 @@ class OpenVinoRunner(Runner):
                "precision_hint": self.precision_hint, "threads": self.threads, "num_streams": 1,
                "performance_hint": "LATENCY"}
         if self._last is not None:
-            out["compiled_precision_hint"] = str(self._last.compiled.get_property("INFERENCE_PRECISION_HINT"))
+            out["compiled_precision_hint"] = self._last.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         out["precision_report"] = rep.to_dict() if rep is not None else None
         return out
