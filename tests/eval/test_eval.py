@@ -261,7 +261,8 @@ def test_backends_are_twins_bench_names_with_the_reference_first():
     assert [b.name for b in eval_backends(["trt-fp16"])] == ["torch", "trt-fp16"]
     assert [b.name for b in eval_backends("ort-cpu-fp16")] == ["torch", "ort-cpu-fp16"]
     assert eval_backends("cpu")[1:] == [BACKENDS[n] for n in ("torch-compile", "ort-cpu", "ort-cpu-fp16",
-                                                              "ort-cpu-int8")]
+                                                              "ort-cpu-int8", "openvino", "openvino-bf16",
+                                                              "openvino-fp16", "openvino-int8")]
 
 
 def test_metrics():
