@@ -34,6 +34,10 @@ class VerificationError(TwinsError, ValueError):
     """An artifact's outputs disagree with PyTorch beyond the stated tolerance."""
 
 
+class AccuracyBudgetError(VerificationError):
+    """An INT8 accuracy budget that is malformed, or that no precision mix could meet."""
+
+
 class GraphCheckError(TwinsError, ValueError):
     """The exported graph contains forbidden ops or the wrong attention structure."""
 

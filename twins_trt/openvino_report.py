@@ -199,10 +199,11 @@ def precision_report(model, compiled, quantized: set[str] | None = None) -> Prec
 
 
 def check_export_artifact(onnx_path: Path, precision: str, model, opts, images,
-                          say: Callable[[str], None]) -> dict | None:
+                          say: Callable[[str], None], **verify_kwargs) -> dict | None:
     """Verify an artifact on OpenVINO against PyTorch (ONNX Runtime's tolerances) and report its precisions.
 
-    Called by export_variant after the ONNX Runtime check; None (and nothing said) when OpenVINO is
+    Called by export_variant after the ONNX Runtime check, with the same images, sample count and
+    tolerance (`verify_kwargs`, those of verify_artifact); None (and nothing said) when OpenVINO is
     not installed. Raises VerificationError when OpenVINO's outputs miss the tolerance.
     """
     from twins_trt.errors import VerificationError
@@ -215,7 +216,7 @@ def check_export_artifact(onnx_path: Path, precision: str, model, opts, images,
     say(f"verifying {precision} on {version} CPU (f32 hint) against PyTorch fp32")
     runner = OpenVinoRunner(onnx_path, "f32", name="openvino")
     try:
-        ver = verify_artifact(onnx_path, precision, model, opts, images, runner=runner)
+        ver = verify_artifact(onnx_path, precision, model, opts, images, runner=runner, **verify_kwargs)
         rep = runner.precision_report()
     finally:
         runner.deactivate()

@@ -20,6 +20,7 @@ from twins_trt.cli.common import (
     weights_arg,
 )
 from twins_trt.export import ExportOptions, export_variant, format_report
+from twins_trt.export.budget import DEFAULT_INT8_BUDGET
 from twins_trt.export.core import DEFAULT_OPSET
 from twins_trt.models import list_variants
 
@@ -39,7 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-data", type=input_dir, default=None, help="folder of calibration images, searched recursively")
     p.add_argument("--calib-synthetic", action="store_true", help="calibrate INT8 on random data (poor accuracy; warned)")
     p.add_argument("--calib-method", choices=("entropy", "max"), default="entropy")
-    p.add_argument("--calib-size", type=positive_int, default=64, help="number of calibration images")
+    p.add_argument("--calib-size", type=positive_int, default=64,
+                   help="number of images read from --calib-data; --int8-holdout of them are held out to verify INT8")
+    p.add_argument("--int8-budget", default=DEFAULT_INT8_BUDGET, metavar="METRIC>=BOUND",
+                   help="INT8 accuracy budget vs FP32 on the held-out images: cosine>=0.995 (mean per-sample cosine) or "
+                        "agreement>=0.99 (top-1 agreement); when all-INT8 misses it, the most sensitive regions stay FP16")
+    p.add_argument("--int8-holdout", type=float, default=0.25, metavar="FRACTION",
+                   help="share of the calibration images held out (never calibrated on) to verify INT8; each is "
+                        "also used mirrored")
+    p.add_argument("--int8-sensitivity", action="store_true",
+                   help="write the per-region INT8 sensitivity report (<stem>.int8.sensitivity.json/.png) even when "
+                        "the budget is met")
+    p.add_argument("--int8-regions", choices=("layer", "kind"), default="layer",
+                   help="sensitivity regions: each block's sub-layers, or each sub-layer kind across blocks (quicker)")
+    p.add_argument("--fp16-data-max", type=float, default=512.0,
+                   help="AutoCast keeps in FP32 every node whose |I/O| exceeds this on the calibration images")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--batch", type=positive_int, default=1, help="static batch size")
     g.add_argument("--dynamic-batch", type=parse_range, metavar="MIN:OPT:MAX", default=None,
@@ -81,12 +96,26 @@ def _main(args: argparse.Namespace) -> int:
         calib_size=args.calib_size, calib_synthetic=args.calib_synthetic, fp16_io=args.fp16_io,
         verify_samples=args.verify_samples, progress=not args.quiet,
         task=args.task, seg_head=args.seg_head, num_classes=args.num_classes, seg_output=args.seg_output,
+        int8_budget=args.int8_budget, int8_sensitivity=args.int8_sensitivity, int8_regions=args.int8_regions,
+        holdout=args.int8_holdout, fp16_data_max=args.fp16_data_max,
     )
     res = export_variant(opts, on_step=None if args.quiet else lambda m: print(f"[twins-export] {m}", file=sys.stderr))
     reports = [res.reports[p] for p in res.artifacts]
     print(format_report(reports))
     print()
     print(res.summary())
+    if res.sensitivity_table:
+        print()
+        print(res.sensitivity_table)
+    if res.int8:
+        i8 = res.int8
+        print(f"\nint8 budget {i8['budget']}: {len(i8['fp16_regions'])} region(s) kept in FP16"
+              f"{' (' + ', '.join(i8['fp16_regions']) + ')' if i8['fp16_regions'] else ''}; "
+              f"{i8['int8_mac_share']:.1%} of MatMul/Conv MACs in INT8")
+    if res.overflow is not None:
+        from twins_trt.export.overflow import format_overflow
+
+        print("\n" + format_overflow(res.overflow))
     report_path = artifacts.write_json_atomic(
         Path(args.out_dir) / f"{opts.stem}.report.json",
         {"variant": opts.variant, "stem": opts.stem,

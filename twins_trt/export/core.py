@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import torch
 from twins_trt import artifacts
 from twins_trt.data import find_images, load_images, random_inputs
 from twins_trt.errors import (
+    AccuracyBudgetError,
     CalibrationDataError,
     ExportError,
     GraphCheckError,
@@ -36,6 +38,8 @@ from twins_trt.errors import (
     VerificationError,
     one_line,
 )
+from twins_trt.export import budget as bud
+from twins_trt.export import overflow as ovf
 from twins_trt.export.graph_report import GraphReport, report_graph
 from twins_trt.export.verify import Verdict, verdict
 from twins_trt.models import RandomWeightsWarning, Twins, check_input_size, create_model, resolve_variant
@@ -75,6 +79,11 @@ class ExportOptions:
     seg_head: str = "fpn"
     num_classes: int | None = None  # seg: None takes it from the checkpoint (else 150)
     seg_output: str = "input"  # seg: logits resized to the input ("input") or at stride 4 ("stride4")
+    int8_budget: str | None = None  # "cosine>=0.995" / "agreement>=0.99"; None = budget.DEFAULT_INT8_BUDGET
+    int8_sensitivity: bool = False  # always write the per-region sensitivity report
+    int8_regions: str = "layer"  # sensitivity regions: one per block and sub-layer ("layer") or per kind ("kind")
+    holdout: float = 0.25  # share of the calibration images held out to verify INT8 on (never calibrated on)
+    fp16_data_max: float = 512.0  # AutoCast's data_max: nodes whose I/O exceeds it on the images stay FP32
 
     def __post_init__(self) -> None:
         self.cfg = resolve_variant(self.variant)
@@ -101,6 +110,12 @@ class ExportOptions:
                 "--int8 needs real calibration images: pass --calib-data DIR (a folder of jpg/png/webp, searched "
                 "recursively); --calib-synthetic calibrates on random data instead, which gives a poor INT8 model"
             )
+        self.budget = bud.parse_budget(self.int8_budget or bud.DEFAULT_INT8_BUDGET)
+        if self.budget.metric == "agreement" and self.features:
+            raise AccuracyBudgetError(f"--int8-budget {self.budget}: a backbone (--features) has no class logits to "
+                                      "agree on; use a cosine budget, e.g. cosine>=0.99")
+        if self.int8_regions not in ("layer", "kind"):
+            raise ValueError(f"sensitivity regions must be 'layer' or 'kind', got {self.int8_regions!r}")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.dynamic_batch is not None:
@@ -156,6 +171,9 @@ class ExportResult:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     skipped_images: int = 0
+    int8: dict | None = None  # budget, held-out figures, what stayed FP16 (see _int8_candidate)
+    sensitivity_table: str | None = None
+    overflow: list[ovf.TensorRange] | None = None
 
     def summary(self) -> str:
         rows = [("precision", "file", "nodes", "attn", "forbidden", "parity", "verdict", "s")]
@@ -272,17 +290,26 @@ def torch_to_onnx(model: Twins, path: Path, opts: ExportOptions) -> onnx.ModelPr
 # ---------------------------------------------------------------------------------------------- fp16 / int8
 
 
-def to_fp16(src: Path, dst: Path, opts: ExportOptions) -> onnx.ModelProto:
-    """ModelOpt AutoCast: fp16 everywhere except nodes whose data or weights would overflow fp16."""
+def to_fp16(src: Path, dst: Path, opts: ExportOptions, images: np.ndarray | None = None) -> onnx.ModelProto:
+    """ModelOpt AutoCast: fp16 everywhere except nodes whose data or weights would overflow fp16.
+
+    With `images`, AutoCast's reference run (its data_max rule) sees them instead of random inputs.
+    """
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     # AutoCast's reference run feeds random inputs whose symbolic dims are 1; a 1x1 image has empty feature
     # maps and ONNX Runtime dies on them (SIGFPE). With a dynamic H/W, feed one input at the OPT size instead.
+    # With calibration images (static H/W), its data_max rule judges those instead of random inputs.
     ref_input = {INPUT_NAME: random_inputs(1, opts.img_size, seed=7)} if opts.dynamic_shape else None
+    batch = opts.batch if opts.dynamic_batch is None else 1
     try:
-        with _quiet():
-            proto = convert_to_mixed_precision(str(src), low_precision_type="fp16", keep_io_types=not opts.fp16_io,
-                                               providers=["cpu"], opset=opts.opset, calibration_data=ref_input)
+        with contextlib.ExitStack() as stack:
+            if images is not None and not opts.dynamic_shape:
+                ref_input = stack.enter_context(ovf.npz_inputs(INPUT_NAME, images, batch))
+            with _quiet():
+                proto = convert_to_mixed_precision(str(src), low_precision_type="fp16",
+                                                   keep_io_types=not opts.fp16_io, providers=["cpu"], opset=opts.opset,
+                                                   data_max=opts.fp16_data_max, calibration_data=ref_input)
     except Exception as e:  # ModelOpt raises whatever its dependencies raise
         raise ExportError(f"ModelOpt AutoCast (fp16) failed on {src.name}: {one_line(e)}") from e
     if opts.dynamic_shape:  # its shape inference ran at that size: drop the static intermediate shapes it wrote
@@ -291,6 +318,24 @@ def to_fp16(src: Path, dst: Path, opts: ExportOptions) -> onnx.ModelProto:
     set_metadata(proto, _metadata(opts, "fp16"))
     onnx.save(proto, str(dst))
     return proto
+
+
+def fp16_overflow(fp32_path: Path, fp16: onnx.ModelProto, opts: ExportOptions,
+                  images: np.ndarray | None) -> tuple[list[ovf.TensorRange], dict]:
+    """The overflow check of the FP32 graph's activations, and the manifest entry: what stayed FP32 and why."""
+    x = images if images is not None else random_inputs(max(opts.verify_samples, 1), opts.img_size, seed=7)
+    ranges = ovf.activation_absmax(onnx.load(str(fp32_path)), x)
+    flagged = ovf.check_overflow(ranges, fp16)
+    kept = ovf.fp32_nodes_and_reasons(fp16, ranges, opts.fp16_data_max)
+    return flagged, {"fp16": {
+        "autocast": {"data_max": opts.fp16_data_max, "calibration_data": "images" if images is not None else "random",
+                     "samples": int(len(x))},
+        "overflow_check": {"inputs": "images" if images is not None else "random", "samples": int(len(x)),
+                           "fp16_max": ovf.FP16_MAX, "margin": ovf.OVERFLOW_MARGIN,
+                           "flagged": [r.to_dict() for r in flagged],
+                           "max_absmax": max((v[2] for v in ranges.values()), default=0.0)},
+        "kept_fp32": kept,
+    }}
 
 
 def calibration_key(fp32_sha: str, files: list[Path], opts: ExportOptions) -> str:
@@ -327,8 +372,11 @@ def apply_scales(model: onnx.ModelProto, scales: dict[str, float]) -> int:
 
 
 def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
-            cache: dict | None) -> tuple[onnx.ModelProto, dict, bool]:
-    """ModelOpt PTQ: per-channel weights, calibrated activations, fp16 elsewhere (TensorRT's best mix)."""
+            cache: dict | None, exclude: list[str] | None = None) -> tuple[onnx.ModelProto, dict, bool]:
+    """ModelOpt PTQ: per-channel weights, calibrated activations, fp16 elsewhere (TensorRT's best mix).
+
+    `exclude`: node names ModelOpt leaves out of INT8 (they stay FP16); their scales are simply unused.
+    """
     from modelopt.onnx.quantization import quantize
 
     data = calib[:1] if cache else calib  # cached scales: one sample only builds the Q/DQ structure
@@ -337,17 +385,19 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
             reader = _progress_reader(src, data, opts.progress)  # ModelOpt logs as the provider is built
             quantize(str(src), quantize_mode="int8", calibration_data_reader=reader,
                      calibration_method=opts.calib_method, calibration_eps=["cpu"], output_path=str(dst),
-                     log_level="ERROR", opset=opts.opset, direct_io_types=opts.fp16_io)
+                     log_level="ERROR", opset=opts.opset, direct_io_types=opts.fp16_io,
+                     nodes_to_exclude=bud.exclude_patterns(exclude or []))
     except Exception as e:  # ModelOpt raises whatever its dependencies raise
         raise ExportError(f"ModelOpt INT8 quantization failed on {src.name}: {one_line(e)}") from e
     proto = onnx.load(str(dst))
     if cache:
-        if set(activation_scales(proto)) != set(cache):
+        got = set(activation_scales(proto))
+        if (got != set(cache)) if not exclude else not got <= set(cache):
             # one sample gave a different set of quantized activations: the cache does not describe this
             # graph, so calibrate for real rather than mix cached and one-sample scales
             log.info("calibration cache does not cover this graph's activations; recalibrating")
-            return to_int8(src, dst, opts, calib, None)
-        apply_scales(proto, cache)
+            return to_int8(src, dst, opts, calib, None, exclude)
+        apply_scales(proto, {k: cache[k] for k in got})
     set_metadata(proto, _metadata(opts, "int8"))
     onnx.save(proto, str(dst))
     return proto, activation_scales(proto), bool(cache)
@@ -406,16 +456,21 @@ def verification_shapes(opts: ExportOptions) -> list[tuple[int, int, int]]:
 
 
 def verify_artifact(onnx_path: Path, precision: str, model: Twins, opts: ExportOptions,
-                    images: np.ndarray | None, runner: Runner | None = None) -> Verdict:
+                    images: np.ndarray | None, runner: Runner | None = None, samples: int | None = None,
+                    tolerance: tuple[str, float] | None = None, inputs: str = "images") -> Verdict:
     """Run the artifact on ONNX Runtime CPU (or on `runner`, open, the caller's to close) and PyTorch fp32
-    on the same inputs; compare by output."""
+    on the same inputs; compare by output.
+
+    `samples` overrides opts.verify_samples; `tolerance` the precision's default bound (an INT8 budget).
+    """
     from tqdm import tqdm
 
     groups = []
     shapes = verification_shapes(opts)
     with contextlib.nullcontext(runner) if runner is not None else OrtRunner(onnx_path, "cpu") as ort_runner:
         for i, (b, h, w) in enumerate(tqdm(shapes, desc=f"verify {precision}", leave=False, disable=not opts.progress)):
-            n = -(-max(b, opts.verify_samples if len(shapes) == 1 else b) // b) * b  # whole batches
+            want = samples or opts.verify_samples
+            n = -(-max(b, want if len(shapes) == 1 else b) // b) * b  # whole batches
             if images is not None and (h, w) == tuple(opts.img_size):
                 x = np.resize(images, (n, 3, h, w)) if len(images) < n else images[:n]
             else:
@@ -432,7 +487,8 @@ def verify_artifact(onnx_path: Path, precision: str, model: Twins, opts: ExportO
                     outs.setdefault(name, []).append(got[name])
             groups.append(({k: np.concatenate(v) for k, v in refs.items()},
                            {k: np.concatenate(v) for k, v in outs.items()}))
-    return verdict(precision, groups, "images" if images is not None else "random", [list(s) for s in shapes])
+    return verdict(precision, groups, inputs if images is not None else "random", [list(s) for s in shapes],
+                   tolerance)
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -501,13 +557,14 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
             opts.num_classes = model.num_classes
         else:
             model = create_model(opts.variant, weights=opts.weights, features=opts.features, seed=0)
-    images, calib_files = None, []
+    images, calib, calib_files = None, None, []
     if opts.calib_dir is not None:
         calib, calib_files, res.skipped_images = _calibration_data(opts)
         images = calib[: max(opts.verify_samples, 1)]
     expected = opts.cfg.num_attention_layers
 
-    def produce(precision: str, build: Callable[[Path], dict | None]) -> None:
+    def produce(precision: str, build: Callable[[Path], dict | None], verify_on: np.ndarray | None = images,
+                tolerance: tuple[str, float] | None = None, inputs: str = "images") -> None:
         """build(tmp) writes the artifact; it is graph-checked and verified before it takes its final name."""
         t0 = time.perf_counter()
         final = out_dir / f"{opts.stem}.{precision}.onnx"
@@ -520,12 +577,16 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
             if not rep.ok:
                 raise GraphCheckError(f"{final.name} failed the graph check, nothing written: {'; '.join(rep.problems())}")
             say(f"verifying {precision} on ONNX Runtime CPU against PyTorch fp32")
-            ver = verify_artifact(tmp, precision, model, opts, images)
+            how = {"samples": len(verify_on) if tolerance and verify_on is not None else None,
+                   "tolerance": tolerance, "inputs": inputs}
+            ver = verify_artifact(tmp, precision, model, opts, verify_on, **how)
             res.verdicts[precision] = ver
             say(ver.line())
             if not ver.passed:
-                raise VerificationError(f"{final.name} failed verification, nothing written: {ver.line()}")
-            extra = {**(extra or {}), **(check_export_artifact(tmp, precision, model, opts, images, say) or {})}
+                hint = (" (hold more images out, or see the sensitivity report: --int8-sensitivity)"
+                        if precision == "int8" else "")
+                raise VerificationError(f"{final.name} failed verification, nothing written: {ver.line()}{hint}")
+            extra = {**(extra or {}), **(check_export_artifact(tmp, precision, model, opts, verify_on, say, **how) or {})}
         res.seconds[precision] = time.perf_counter() - t0
         res.artifacts[precision] = final
         res.manifests[precision] = _write_manifest(final, opts, precision, rep, ver, weights_sha,
@@ -535,32 +596,107 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
     produce("fp32", lambda tmp: torch_to_onnx(model, tmp, opts) and None)
     fp32_path = res.artifacts["fp32"]
     if "fp16" in opts.precisions:
-        say("converting to mixed FP16 with ModelOpt AutoCast")
-        produce("fp16", lambda tmp: to_fp16(fp32_path, tmp, opts) and None)
+        say("converting to mixed FP16 with ModelOpt AutoCast"
+            + (f" (data_max {opts.fp16_data_max:g} judged on {len(calib)} calibration images)" if calib is not None
+               else ""))
+
+        def build_fp16(tmp: Path) -> dict:
+            proto = to_fp16(fp32_path, tmp, opts, calib)
+            say("fp16 overflow check: max |activation| of every FP32 tensor on ONNX Runtime")
+            res.overflow, extra = fp16_overflow(fp32_path, proto, opts, calib)
+            say(ovf.format_overflow(res.overflow))
+            return extra
+
+        produce("fp16", build_fp16)
     if "int8" in opts.precisions:
-        if images is None:
-            calib, calib_files, _ = _calibration_data(opts)
-        key = calibration_key(artifacts.sha256_file(fp32_path), calib_files, opts)
-        cache_path = out_dir / f"{opts.stem}.int8.calib.json"
-        cache = _read_cache(cache_path, key)
-        say(f"quantizing to INT8 with ModelOpt ({opts.calib_method} calibration on {len(calib)} "
-            f"{'real' if calib_files else 'SYNTHETIC'} sample(s){', scales from cache' if cache else ''})")
-        scales: dict[str, float] = {}
-        reused = [False]
-
-        def build_int8(tmp: Path) -> dict:
-            _, got, reused[0] = to_int8(fp32_path, tmp, opts, calib, cache)
-            scales.update(got)
-            return {"calibration": {"method": opts.calib_method, "samples": int(len(calib)),
-                                    "source": str(opts.calib_dir) if opts.calib_dir else "synthetic",
-                                    "files": [str(f) for f in calib_files],  # which images: twins-eval reports them
-                                    "skipped_images": res.skipped_images, "cache": cache_path.name,
-                                    "cache_reused": reused[0], "key": key}}
-
-        produce("int8", build_int8)
-        if not reused[0]:
-            artifacts.write_json_atomic(cache_path, {"key": key, "method": opts.calib_method, "scales": scales})
+        _export_int8(opts, res, fp32_path, calib, calib_files, produce, say)
     return res
+
+
+def _export_int8(opts: ExportOptions, res: ExportResult, fp32_path: Path, loaded: np.ndarray | None,
+                 loaded_files: list[Path], produce: Callable, say: Callable[[str], None]) -> None:
+    """Calibrate once on part of the images, judge the budget on the rest, fall back to FP16 where needed."""
+    out_dir = Path(opts.out_dir)
+    if loaded is None:
+        loaded, loaded_files, _ = _calibration_data(opts)
+    cal_idx, held_idx = bud.split_holdout(len(loaded), opts.holdout)
+    calib = loaded[cal_idx]
+    calib_files = [loaded_files[i] for i in cal_idx] if loaded_files else []
+    held = bud.heldout_samples(loaded[held_idx])
+    budget = opts.budget
+    key = calibration_key(artifacts.sha256_file(fp32_path), calib_files, opts)
+    cache_path = out_dir / f"{opts.stem}.int8.calib.json"
+    cache = _read_cache(cache_path, key)
+    say(f"quantizing to INT8 with ModelOpt ({opts.calib_method} calibration on {len(calib)} "
+        f"{'real' if calib_files else 'SYNTHETIC'} sample(s){', scales from cache' if cache else ''}; "
+        f"{len(held_idx)} image(s) held out -> {len(held)} verification samples with mirrors; budget {budget})")
+    calibration = {"method": opts.calib_method, "samples": int(len(calib)),
+                   "source": str(opts.calib_dir) if opts.calib_dir else "synthetic",
+                   "files": [str(f) for f in calib_files],  # which images: twins-eval reports them
+                   "skipped_images": res.skipped_images, "cache": cache_path.name, "key": key,
+                   "heldout_images": int(len(held_idx)), "heldout_samples": int(len(held)),
+                   "heldout_files": [loaded_files[i].name for i in held_idx] if loaded_files else []}
+
+    # 1. calibrate once: the all-INT8 graph, its scales cached for every later step
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{opts.stem}.int8-") as work:
+        qdq, scales, reused = to_int8(fp32_path, Path(work) / "all.onnx", opts, calib, cache)
+    calibration["cache_reused"] = reused
+    if not reused:
+        artifacts.write_json_atomic(cache_path, {"key": key, "method": opts.calib_method, "scales": scales})
+
+    # 2. the budget on held-out images (FP32 reference on ONNX Runtime)
+    fp32 = onnx.load(str(fp32_path))
+    heldout = bud.HeldOut(fp32, held)
+    all_int8 = heldout.score(qdq)
+    say(f"all-INT8 on held-out images: {all_int8.line()} -> "
+        f"{'meets' if all_int8.meets(budget) else 'MISSES'} budget {budget}")
+    macs = bud.node_macs(fp32)
+    info: dict = {"budget": str(budget), "all_int8": all_int8.to_dict(), "fp16_regions": [], "fp16_nodes": [],
+                  "int8_mac_share": bud.int8_mac_share(qdq, macs)}
+    res.int8 = info
+    exclude: list[str] = []
+    if opts.int8_sensitivity or not all_int8.meets(budget):
+        regions = bud.find_regions(fp32, qdq, opts.int8_regions)
+        say(f"int8 sensitivity: {len(regions)} regions, each left out of INT8 alone, scored on {len(held)} samples")
+        scores = bud.sensitivity(qdq, regions, heldout, opts.progress)
+        res.sensitivity_table = bud.format_table(scores, all_int8, budget)
+        report_json = out_dir / f"{opts.stem}.int8.sensitivity.json"
+        extra: dict = {"regions_by": opts.int8_regions, "heldout_samples": int(len(held)),
+                       "seconds": round(time.perf_counter() - t0, 1)}
+        if not all_int8.meets(budget):
+            found = bud.search(qdq, bud.rank(scores, budget), regions, heldout, budget, all_int8, opts.progress)
+            found.seconds = time.perf_counter() - t0
+            extra["search"] = found.to_dict()
+            info["search"] = {"trials": len(found.trials), "seconds": round(found.seconds, 1)}
+            bud.write_report(report_json, report_json.with_suffix(".png"), scores, all_int8, budget, extra)
+            info["sensitivity_report"] = report_json.name
+            if not found.met:
+                raise AccuracyBudgetError(
+                    f"INT8 budget {budget} cannot be met: the best reached is {found.figures.line()} with "
+                    f"{len(found.fp16_regions)} of {len(regions)} regions in FP16; nothing written under "
+                    f"{opts.stem}.int8.onnx. See {report_json.name}; loosen the budget, calibrate on more images "
+                    f"or try --calib-method max")
+            exclude = [n for r in found.fp16_regions for n in regions[r].nodes]
+            info.update(fp16_regions=found.fp16_regions, fp16_nodes=exclude)
+            say(f"budget {budget} met with {len(found.fp16_regions)} region(s) in FP16 "
+                f"({', '.join(found.fp16_regions)}) after {len(found.trials)} trial(s), {found.seconds:.0f} s")
+        else:
+            bud.write_report(report_json, report_json.with_suffix(".png"), scores, all_int8, budget, extra)
+            info["sensitivity_report"] = report_json.name
+
+    def build_int8(tmp: Path) -> dict:
+        if exclude:  # ModelOpt again, with the FP16 regions excluded and the cached scales
+            say(f"quantizing with {len(exclude)} node(s) kept in FP16 (ModelOpt nodes_to_exclude, cached scales)")
+            proto, _, _ = to_int8(fp32_path, tmp, opts, calib, scales, exclude)
+        else:
+            proto = qdq
+            onnx.save(proto, str(tmp))
+        final = heldout.score(proto)
+        info.update(figures=final.to_dict(), int8_mac_share=bud.int8_mac_share(proto, macs))
+        return {"calibration": calibration, "int8": info}
+
+    produce("int8", build_int8, verify_on=held, tolerance=(budget.attribute, budget.bound), inputs="held-out images")
 
 
 def _read_cache(path: Path, key: str) -> dict[str, float] | None:

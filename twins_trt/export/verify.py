@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from twins_trt.errors import VerificationError
+from twins_trt.metrics import cosine_per_sample
 from twins_trt.metrics import mean_cosine as cosine  # the one cosine: per-sample mean
 
 # precision -> (metric, bound): fp32 must match to the last digits; reduced precisions by direction
@@ -20,9 +21,23 @@ class Comparison:
     mean_abs: float
     cosine: float
     top1_agreement: float | None = None
+    spread: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def spread(ref: np.ndarray, out: np.ndarray, top1: float | None) -> dict:
+    """How the per-sample figures scatter: cosine min / 5th percentile / median, a 95% CI for agreement."""
+    from twins_trt.export.budget import wilson
+
+    per = cosine_per_sample(ref, out)
+    s = {"cosine_min": float(per.min()), "cosine_p05": float(np.percentile(per, 5)),
+         "cosine_median": float(np.median(per))}
+    if top1 is not None:
+        n = int(np.prod(ref.shape)) // ref.shape[1]  # one top-1 decision per sample (per pixel for segmentation)
+        s["top1_ci95"] = list(wilson(round(top1 * n), n))
+    return s
 
 
 def compare(name: str, ref: np.ndarray, out: np.ndarray) -> Comparison:
@@ -34,7 +49,7 @@ def compare(name: str, ref: np.ndarray, out: np.ndarray) -> Comparison:
     diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
     # classifier logits (B, K): top-1 agreement; segmentation logits (B, K, H, W): per-pixel agreement
     top1 = float(np.mean(ref.argmax(1) == out.argmax(1))) if name == "logits" else None
-    return Comparison(name, float(diff.max()), float(diff.mean()), cosine(ref, out), top1)
+    return Comparison(name, float(diff.max()), float(diff.mean()), cosine(ref, out), top1, spread(ref, out, top1))
 
 
 @dataclass
@@ -44,12 +59,12 @@ class Verdict:
     bound: float
     comparisons: list[Comparison]
     samples: int
-    inputs: str  # "images" or "random"
+    inputs: str  # "images", "held-out images" (never calibrated on) or "random"
     shapes: list[list[int]]
 
     @property
     def worst(self) -> float:
-        vals = [getattr(c, self.metric) for c in self.comparisons]
+        vals = [v for c in self.comparisons if (v := getattr(c, self.metric)) is not None]
         return max(vals) if self.metric == "max_abs" else min(vals)
 
     @property
@@ -60,6 +75,11 @@ class Verdict:
         op = "<=" if self.metric == "max_abs" else ">="
         c0 = self.comparisons[0]
         extra = f", top-1 agreement {c0.top1_agreement:.1%}" if c0.top1_agreement is not None else ""
+        if self.inputs == "held-out images" and c0.spread:
+            extra += f" (per-sample cosine min {c0.spread['cosine_min']:.4f}, 5th pct {c0.spread['cosine_p05']:.4f}"
+            if "top1_ci95" in c0.spread:
+                extra += f"; agreement 95% CI {c0.spread['top1_ci95'][0]:.1%}-{c0.spread['top1_ci95'][1]:.1%}"
+            extra += ")"
         return (f"{self.precision}: {self.metric} {self.worst:.3g} (bound {op} {self.bound:g}) "
                 f"max_abs {max(c.max_abs for c in self.comparisons):.3g}, cosine "
                 f"{min(c.cosine for c in self.comparisons):.6f}{extra} over {self.samples} {self.inputs} "
@@ -74,6 +94,8 @@ class Verdict:
 
 def merge(parts: list[Comparison], weights: list[int]) -> Comparison:
     """One output compared at several input shapes: the worst max and cosine, the weighted means."""
+    if len(parts) == 1:
+        return parts[0]
     total = sum(weights)
     top1 = [p.top1_agreement for p in parts]
     return Comparison(
@@ -84,9 +106,10 @@ def merge(parts: list[Comparison], weights: list[int]) -> Comparison:
 
 
 def verdict(precision: str, groups: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], inputs: str,
-            shapes: list[list[int]]) -> Verdict:
-    """groups: (PyTorch outputs, artifact outputs) per input shape, keyed by output name."""
-    metric, bound = TOLERANCES[precision]
+            shapes: list[list[int]], tolerance: tuple[str, float] | None = None) -> Verdict:
+    """groups: (PyTorch outputs, artifact outputs) per input shape, keyed by output name; `tolerance`
+    (metric, bound) replaces the precision's default (an INT8 budget, e.g. ("top1_agreement", 0.99))."""
+    metric, bound = tolerance or TOLERANCES[precision]
     names = list(groups[0][0])
     sizes = [next(iter(refs.values())).shape[0] for refs, _ in groups]
     comps = [merge([compare(n, refs[n], outs[n]) for refs, outs in groups], sizes) for n in names]

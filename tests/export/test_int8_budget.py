@@ -1,0 +1,194 @@
+"""INT8 under an accuracy budget: held-out verdicts, the sensitivity report, the FP16 fallback, FP16 overflow.
+
+timm's own twins_svt_small / twins_pcpvt_small state dicts (random init, fixed seed) and scikit-image's
+photographs, some held out of calibration. 96x96 inputs keep the search to seconds on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from twins_trt import artifacts
+from twins_trt.errors import AccuracyBudgetError
+from twins_trt.export import ExportOptions, export_variant
+from twins_trt.export import budget as bud
+from twins_trt.export import overflow as ovf
+
+PHOTOS = ["astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
+          "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "retina", "rocket",
+          "text", "binary_blobs", "checkerboard", "microaneurysms"]
+TIMM = {"svt_s": "twins_svt_small", "pcpvt_s": "twins_pcpvt_small"}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """24 of the photographs scikit-image ships (grey and binary ones as RGB)."""
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the sample photographs")
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("skimage_photos")
+    for name in PHOTOS:
+        a = np.asarray(getattr(skdata, name)())
+        a = a.astype(np.uint8) * 255 if a.dtype == bool else a
+        Image.fromarray(a).convert("RGB").save(root / f"{name}.png")
+    return root
+
+
+@pytest.fixture(scope="module", params=list(TIMM))
+def runs(request, tmp_path_factory, photos):
+    """A plain INT8 export (budget loose enough to pass), then one under a budget the plain one misses."""
+    timm = pytest.importorskip("timm")
+    out = tmp_path_factory.mktemp(f"budget_{request.param}")
+    torch.manual_seed(0)
+    weights = out / "weights.pth"
+    torch.save(timm.create_model(TIMM[request.param], pretrained=False).state_dict(), weights)
+    base = dict(variant=request.param, out_dir=out, weights=weights, precisions=("int8",), calib_dir=photos,
+                calib_size=len(PHOTOS), img_size=(96, 96), int8_regions="kind", verify_samples=1, progress=False)
+    plain = export_variant(ExportOptions(**base, int8_budget="cosine>=0.5"))
+    plain_cos = plain.int8["all_int8"]["cosine"]
+    target = round(plain_cos + 0.4 * (1 - plain_cos), 6)
+    budgeted = export_variant(ExportOptions(**base, int8_budget=f"cosine>={target}"))
+    return plain, budgeted, target, base
+
+
+def manifest(res):
+    return json.loads(artifacts.manifest_path(res.artifacts["int8"]).read_text())
+
+
+def test_plain_int8_verdict_is_on_held_out_images(runs):
+    plain, _, _, _ = runs
+    ver, m = plain.verdicts["int8"], manifest(plain)
+    cal = m["calibration"]
+    assert ver.inputs == "held-out images" and ver.passed
+    assert cal["heldout_images"] == 6 and cal["samples"] == 18 and ver.samples == cal["heldout_samples"] == 12
+    assert len(set(cal["heldout_files"])) == 6 and set(cal["heldout_files"]) <= {f"{n}.png" for n in PHOTOS}
+    spread = ver.comparisons[0].spread
+    assert spread["cosine_min"] <= spread["cosine_p05"] <= spread["cosine_median"] <= 1.0
+    lo, hi = spread["top1_ci95"]
+    assert lo <= ver.comparisons[0].top1_agreement <= hi
+    assert m["int8"]["fp16_regions"] == [] and "sensitivity_report" not in m["int8"]
+
+
+def test_budgeted_export_meets_a_budget_the_plain_one_misses(runs):
+    plain, budgeted, target, _ = runs
+    assert plain.int8["all_int8"]["cosine"] < target  # all-INT8 misses it
+    ver, m = budgeted.verdicts["int8"], manifest(budgeted)
+    assert ver.passed and ver.metric == "cosine" and ver.bound == target and ver.worst >= target
+    assert m["int8"]["figures"]["cosine"] >= target
+    assert m["int8"]["fp16_regions"] and m["int8"]["fp16_nodes"]
+    assert m["calibration"]["cache_reused"] is True  # the search reused the first export's scales
+    # the FP16 regions really are FP16 in the artifact: none of their compute nodes is fed through Q/DQ
+    graph = onnx.load(str(budgeted.artifacts["int8"]))
+    assert not bud.int8_nodes(graph) & set(m["int8"]["fp16_nodes"])
+
+
+def test_budgeted_export_keeps_most_macs_in_int8(runs):
+    _, budgeted, _, _ = runs
+    m = manifest(budgeted)
+    graph = onnx.load(str(budgeted.artifacts["int8"]))
+    fp32 = onnx.load(str(budgeted.artifacts["fp32"]))
+    share = bud.int8_mac_share(graph, bud.node_macs(fp32))
+    assert share >= 0.5 and share == pytest.approx(m["int8"]["int8_mac_share"])
+    assert share < 1.0  # and some of it, the FP16 regions, is not
+
+
+def test_sensitivity_report_is_written_beside_the_artifact(runs):
+    _, budgeted, _, _ = runs
+    stem = budgeted.options.stem
+    out = budgeted.options.out_dir
+    report = json.loads((out / f"{stem}.int8.sensitivity.json").read_text())
+    png = (out / f"{stem}.int8.sensitivity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    kinds = {r["kind"] for r in report["regions"]}
+    assert {"patch_embed", "gsa.kv", "gsa.qk", "gsa.av", "gsa.proj", "mlp.fc1", "mlp.fc2", "peg", "head"} <= kinds
+    if budgeted.options.variant == "svt_s":
+        assert {"lsa.qkv", "gsa.sr"} <= kinds
+    assert report["search"]["met"] is True and report["ranking"][: len(report["search"]["fp16_regions"])] == \
+        report["search"]["fp16_regions"]
+    assert sum(r["mac_share"] for r in report["regions"]) == pytest.approx(1.0)
+    assert "head" in budgeted.sensitivity_table and not list(out.glob(".*partial"))
+
+
+def test_unreachable_budget_fails_and_writes_nothing(runs):
+    plain, _, _, base = runs
+    if plain.options.variant != "svt_s":
+        pytest.skip("one variant is enough for the failure path")
+    final = plain.artifacts["int8"]
+    final.unlink()
+    with pytest.raises(AccuracyBudgetError, match=r"cannot be met: the best reached is cosine"):
+        export_variant(ExportOptions(**base, int8_budget="cosine>=0.999999"))
+    assert not final.exists()
+
+
+@pytest.mark.parametrize("text, expected", [("cosine>=0.995", bud.Budget("cosine", 0.995)),
+                                            ("agreement >= 99%", bud.Budget("agreement", 0.99))])
+def test_budget_parses(text, expected):
+    assert bud.parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("text", ["cosine>0.99", "top1>=0.9", "cosine>=1.5", ""])
+def test_bad_budget_says_what_to_write(text):
+    with pytest.raises(AccuracyBudgetError, match="cosine>=0.995 or agreement>=0.99|must lie in"):
+        bud.parse_budget(text)
+
+
+def test_agreement_budget_needs_logits():
+    with pytest.raises(AccuracyBudgetError, match="no class logits"):
+        ExportOptions(variant="svt_s", features=True, int8_budget="agreement>=0.99")
+
+
+def test_held_out_split_never_overlaps_calibration():
+    cal, held = bud.split_holdout(24, 0.25)
+    assert len(held) == 6 and len(cal) == 18 and not set(cal) & set(held)
+    with pytest.raises(AccuracyBudgetError, match="at least 2"):
+        bud.split_holdout(1, 0.25)
+
+
+# ---------------------------------------------------------------------------------------------- fp16 overflow
+
+
+def _scaled_matmul(path, scale: float) -> onnx.ModelProto:
+    """input (1, 8) -> MatMul by a weight scaled by `scale` -> Relu -> MatMul -> output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array((rng.standard_normal((8, 8)) * scale).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((8, 4)) * 0.1).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w1"], ["big"], name="scaled"),
+         helper.make_node("Relu", ["big"], ["act"], name="relu"),
+         helper.make_node("MatMul", ["act", "w2"], ["output"], name="head")],
+        "overflow", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    onnx.save(model, str(path))
+    return model
+
+
+def test_overflow_check_flags_a_scaled_weight_and_autocast_keeps_it_fp32(tmp_path):
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    model = _scaled_matmul(tmp_path / "m.onnx", 3e4)
+    x = np.random.default_rng(1).standard_normal((6, 8)).astype(np.float32)
+    ranges = ovf.activation_absmax(model, x)
+    assert ranges["big"][2] > ovf.FP16_MAX and ranges["big"][:2] == ("scaled", "MatMul")
+    with ovf.npz_inputs("input", x, 1) as data:
+        fp16 = convert_to_mixed_precision(str(tmp_path / "m.onnx"), low_precision_type="fp16", keep_io_types=True,
+                                          data_max=512, calibration_data=data, providers=["cpu"])
+    flagged = {r.tensor: r for r in ovf.check_overflow(ranges, fp16)}
+    assert flagged["big"].status == "overflow" and flagged["big"].kept_fp32 is True
+    kept = {k["node"]: k["reason"] for k in ovf.fp32_nodes_and_reasons(fp16, ranges, 512)}
+    assert "data_max 512" in kept["scaled"]
+    assert "overflow" in ovf.format_overflow(list(flagged.values()))
+
+
+def test_overflow_check_is_quiet_on_a_tame_graph(tmp_path):
+    model = _scaled_matmul(tmp_path / "m.onnx", 1.0)
+    ranges = ovf.activation_absmax(model, np.ones((2, 8), np.float32))
+    assert ovf.check_overflow(ranges) == []
+    assert "no tensor above 8188" in ovf.format_overflow([])
