@@ -365,9 +365,17 @@ def apply_scales(model: onnx.ModelProto, scales: dict[str, float]) -> int:
     if missing:
         raise CalibrationDataError(f"calibration cache names {len(missing)} tensor(s) this graph lacks "
                                    f"(e.g. {missing[0]}); delete the cache to recalibrate")
+    # each DequantizeLinear has its own scale initializer: give it its QuantizeLinear's value, or the pair
+    # would quantize with the cached scale and dequantize with the one-sample one
+    q_scale = {n.output[0]: n.input[1] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    paired: dict[str, set[str]] = {}
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in q_scale and n.input[1] in inits:
+            paired.setdefault(q_scale[n.input[0]], set()).add(n.input[1])
     for name, value in scales.items():
-        old = onnx.numpy_helper.to_array(inits[name])
-        inits[name].CopyFrom(onnx.numpy_helper.from_array(np.full(old.shape, value, dtype=old.dtype), name))
+        for target in {name} | paired.get(name, set()):
+            old = onnx.numpy_helper.to_array(inits[target])
+            inits[target].CopyFrom(onnx.numpy_helper.from_array(np.full(old.shape, value, dtype=old.dtype), target))
     return len(scales)
 
 
