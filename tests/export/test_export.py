@@ -39,12 +39,13 @@ def reduced(request, tmp_path_factory, photo_dir):
     """FP32 + FP16 + INT8 calibrated on real photographs, exported once per variant."""
     out = tmp_path_factory.mktemp(f"reduced_{request.param}")
     return export(out, request.param, precisions=("fp16", "int8"), calib_dir=photo_dir, calib_size=6,
-                  verify_samples=4)
+                  verify_samples=4, int8_regions="kind")
 
 
 def test_fp16_and_int8_meet_their_bounds(reduced):
     fp16, int8 = reduced.verdicts["fp16"], reduced.verdicts["int8"]
-    assert fp16.inputs == int8.inputs == "images"
+    assert fp16.inputs == "images" and int8.inputs == "held-out images"  # INT8 never judged on calibrated images
+    assert int8.samples == 4  # 2 of the 6 photos held out, each also mirrored
     assert fp16.worst >= 0.999 and int8.worst >= 0.99
     assert int8.comparisons[0].top1_agreement is not None
     assert reduced.skipped_images == 1  # the corrupt file, counted, not fatal
@@ -71,7 +72,8 @@ def test_manifests_describe_each_artifact(reduced):
         assert manifest["inputs"][0]["shape"] == [1, 3, 224, 224]
         assert {"torch", "onnx", "nvidia-modelopt"} <= set(manifest["versions"])
         assert manifest["graph"]["forbidden_total"] == 0
-    assert json.loads(artifacts.manifest_path(reduced.artifacts["int8"]).read_text())["calibration"]["samples"] == 6
+    cal = json.loads(artifacts.manifest_path(reduced.artifacts["int8"]).read_text())["calibration"]
+    assert cal["samples"] == 4 and cal["heldout_images"] == 2
 
 
 def test_calibration_cache_is_reused_when_inputs_match(reduced, photo_dir):
@@ -79,7 +81,7 @@ def test_calibration_cache_is_reused_when_inputs_match(reduced, photo_dir):
         pytest.skip("one variant is enough for the cache")
     out = reduced.options.out_dir
     cache = json.loads((out / "svt_s.int8.calib.json").read_text())
-    again = export(out, precisions=("int8",), calib_dir=photo_dir, calib_size=6, verify_samples=4)
+    again = export(out, precisions=("int8",), calib_dir=photo_dir, calib_size=6, verify_samples=4, int8_regions="kind")
     manifest = json.loads(artifacts.manifest_path(again.artifacts["int8"]).read_text())
     assert manifest["calibration"]["cache_reused"] is True
     int8 = onnx.load(str(again.artifacts["int8"]))

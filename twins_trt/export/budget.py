@@ -140,8 +140,9 @@ def figures(ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> Figures:
     n = len(per)
     fig = Figures(n, float(per.mean()), float(per.min()), float(np.percentile(per, 5)), float(np.median(per)))
     if "logits" in ref:
-        k = int((ref["logits"].argmax(-1) == out["logits"].argmax(-1)).sum())
-        fig.top1_agreement, fig.agreement_ci95 = k / n, wilson(k, n)
+        same = ref["logits"].argmax(-1) == out["logits"].argmax(-1)
+        k = int(same.sum())
+        fig.top1_agreement, fig.agreement_ci95 = k / same.size, wilson(k, same.size)
     return fig
 
 
