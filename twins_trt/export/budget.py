@@ -408,6 +408,9 @@ def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, R
             bar.set_postfix_str(f"k={k} {budget.metric} {cache[k].value(budget):.4f}")
         return cache[k]
 
+    if all_int8.meets(budget):
+        bar.close()
+        return SearchResult(budget, all_int8, [], all_int8, True, trials)
     lo, hi = 0, 1  # lo: largest k known to miss; hi: candidate that meets
     while hi < len(order) and not trial(hi).meets(budget):
         lo, hi = hi, min(2 * hi, len(order))
