@@ -6,7 +6,7 @@
 
 Everything in a config comes from the artifact itself: for ONNX the graph's inputs and outputs
 (names, element types, dims) and the export manifest's batch profile; for a plan the metadata
-JSON twins-build writes beside it (`engines/<stem>.json`: precision, inputs, outputs, profile).
+JSON twins-build writes beside it (`engines/<stem>.plan.json`: precision, inputs, outputs, profile).
 A dynamic batch dim becomes `max_batch_size` = the profile's MAX with dims that leave the batch
 out, plus dynamic batching that prefers the profile's OPT and MAX; a static batch gives
 `max_batch_size: 0` and the full dims. Configs are written as protobuf text and, when
@@ -161,8 +161,10 @@ def _batch_from(manifest_batch: Any, meta_profile: str | None, inputs: list[Tens
 
 
 def read_engine_metadata(plan: str | os.PathLike) -> dict[str, Any]:
+    from twins_trt.trt.engine_meta import metadata_path
+
     plan = Path(plan)
-    meta_path = plan.with_suffix(".json")
+    meta_path = metadata_path(plan)  # `<stem>.plan.json`, as twins-build writes it
     if not meta_path.is_file():
         raise TritonConfigError(f"engine {plan} has no metadata file {meta_path}; twins-build writes one beside "
                                 "every plan (rebuild it, or write one with precision, inputs, outputs and profile)")
@@ -181,7 +183,9 @@ def spec_from_plan(plan: str | os.PathLike) -> ModelSpec:
     if not plan.is_file():
         raise TritonConfigError(f"engine {plan} does not exist; build it with twins-build")
     meta = read_engine_metadata(plan)
-    where = str(plan.with_suffix(".json"))
+    from twins_trt.trt.engine_meta import metadata_path
+
+    where = str(metadata_path(plan))
     problems = []
     for key in ("inputs", "outputs"):
         v = meta.get(key)

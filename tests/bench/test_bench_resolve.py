@@ -1,8 +1,27 @@
-"""Which existing artifacts a run may reuse (pure manifest checks)."""
+"""Which existing artifacts a run may reuse: manifest checks, and engines that are current (under the emulator)."""
 
 from __future__ import annotations
 
-from twins_trt.bench.resolve import candidate_stems, engine_covers, manifest_mismatch, wanted_shape
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from twins_trt.bench.resolve import candidate_stems, engine_covers, ensure_engine, manifest_mismatch, wanted_shape
+
+TRT_TESTS = Path(__file__).resolve().parents[1] / "trt"
+
+
+def _helper(name: str):
+    """tests/trt's helpers (the tiny ONNX maker, the emulator loader), loaded by path under a unique name."""
+    key = f"_trt_tests_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, TRT_TESTS / f"{name}.py")
+        sys.modules[key] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[key])
+    return sys.modules[key]
 
 MANIFEST = {"variant": "svt_s", "precision": "int8", "features": False, "img_size": [224, 224], "weights": None,
             "batch": {"min": 1, "opt": 8, "max": 64}, "calibration": {"source": "synthetic"}}
@@ -35,8 +54,55 @@ def test_shapes_and_stems():
     assert candidate_stems("svt_s", (224, 224), [1, 8]) == ["svt_s_bdyn"]
 
 
+def _prof(lo, opt, hi):
+    return {"input": {"min": [lo, 3, 224, 224], "opt": [opt, 3, 224, 224], "max": [hi, 3, 224, 224]}}
+
+
 def test_engine_profile_coverage():
-    meta = {"profile": {"input": {"min": [1, 3, 224, 224], "opt": [64, 3, 224, 224], "max": [64, 3, 224, 224]}}}
-    assert engine_covers(meta, [1, 8, 64])
-    assert not engine_covers(meta, [128])
+    min_max_max = {"profile": _prof(1, 64, 64)}
+    assert engine_covers(min_max_max, [64])
+    assert not engine_covers(min_max_max, [1, 8, 64])  # takes batch 1, but tuned for 64: not reused for 1
+    assert not engine_covers(min_max_max, [128])
+    assert engine_covers({"profiles": [_prof(1, b, 64) for b in (1, 8, 64)]}, [1, 8, 64])
+    assert engine_covers({"profile": _prof(8, 8, 8)}, [8])  # static
     assert not engine_covers({}, [1])
+
+
+@pytest.fixture
+def emu():
+    return _helper("emulator").load()
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    tiny = _helper("onnx_tiny")
+    return tiny.make_onnx(tmp_path / "export" / "tiny.fp32.onnx", meta={**tiny.DYNAMIC_META, "twins_trt.precision": "fp32"})
+
+
+def test_an_engine_is_reused_only_while_it_is_current(emu, tiny, tmp_path, monkeypatch):
+    engines = tmp_path / "engines"
+    said: list[str] = []
+    plan = ensure_engine(tiny, [1, 8], engines, say=said.append, trt=emu)
+    meta_path = plan.with_name(plan.name + ".json")
+    assert said[-1].startswith(f"building {plan}") and "OPT at each of 1,8" in said[-1]
+    assert [p["input"]["opt"][0] for p in json.loads(meta_path.read_text())["profiles"]] == [1, 8]
+
+    assert ensure_engine(tiny, [1, 8], engines, say=said.append, trt=emu) == plan
+    assert said[-1].startswith(f"reusing {plan}")
+
+    meta = json.loads(meta_path.read_text())  # built by another TensorRT
+    meta_path.write_text(json.dumps({**meta, "tensorrt": "10.16.1.11"}))
+    ensure_engine(tiny, [1, 8], engines, say=said.append, trt=emu)
+    assert said[-1].startswith(f"rebuilding {plan}") and "built with TensorRT 10.16.1.11" in said[-1]
+
+    monkeypatch.setenv("TRT_EMULATOR_DEVICE", "another device")  # for another device
+    ensure_engine(tiny, [1, 8], engines, say=said.append, trt=emu)
+    assert said[-1].startswith("rebuilding") and "this GPU is another device" in said[-1]
+
+    _helper("onnx_tiny").make_onnx(tiny, meta={"twins_trt.batch_profile": "1:8:8"})  # re-exported
+    ensure_engine(tiny, [1, 8], engines, say=said.append, trt=emu)
+    assert said[-1].startswith("rebuilding") and "changed since the engine was built" in said[-1]
+
+    ensure_engine(tiny, [1, 4], engines, say=said.append, trt=emu)  # other batches: not tuned for them
+    assert said[-1].startswith("rebuilding") and "not tuned for batches [1, 4]" in said[-1]
+    assert ensure_engine(tiny, [1, 4], engines, say=said.append, trt=emu) == plan and said[-1].startswith("reusing")

@@ -31,7 +31,7 @@ def plan_with_metadata(folder: Path, *, profile_form: str = "flat", dynamic: boo
     }
     for key in drop:
         meta.pop(key)
-    plan.with_suffix(".json").write_text(json.dumps(meta))
+    plan.with_name(plan.name + ".json").write_text(json.dumps(meta))
     return plan
 
 
@@ -161,25 +161,25 @@ def test_plan_metadata_missing_keys_are_named(tmp_path, drop, named):
 
 def test_plan_metadata_incomplete_tensor(tmp_path):
     plan = plan_with_metadata(tmp_path)
-    meta = json.loads(plan.with_suffix(".json").read_text())
+    meta = json.loads(plan.with_name(plan.name + ".json").read_text())
     del meta["inputs"][0]["dtype"]
-    plan.with_suffix(".json").write_text(json.dumps(meta))
+    plan.with_name(plan.name + ".json").write_text(json.dumps(meta))
     with pytest.raises(TritonConfigError, match=r"inputs\[0\]\.dtype"):
         spec_from_plan(plan)
 
 
 def test_plan_without_metadata(tmp_path):
     plan = plan_with_metadata(tmp_path)
-    plan.with_suffix(".json").unlink()
+    plan.with_name(plan.name + ".json").unlink()
     with pytest.raises(TritonConfigError, match="no metadata file"):
         write_triton_repo([plan], tmp_path / "repo")
 
 
 def test_plan_unknown_dtype(tmp_path):
     plan = plan_with_metadata(tmp_path)
-    meta = json.loads(plan.with_suffix(".json").read_text())
+    meta = json.loads(plan.with_name(plan.name + ".json").read_text())
     meta["inputs"][0]["dtype"] = "FP4X"
-    plan.with_suffix(".json").write_text(json.dumps(meta))
+    plan.with_name(plan.name + ".json").write_text(json.dumps(meta))
     with pytest.raises(TritonConfigError, match="FP4X"):
         spec_from_plan(plan)
 

@@ -20,3 +20,12 @@ def dynamic_onnx(tmp_path) -> Path:
 def static_onnx(tmp_path) -> Path:
     return make_onnx(tmp_path / "export" / "svt_s.fp32.onnx", batch=4,
                      meta={"twins_trt.variant": "svt_s", "twins_trt.precision": "fp32"})
+
+
+@pytest.fixture
+def emu():
+    """The TensorRT emulator ($TRT_EMULATOR_VERSION, default 11), importable as `tensorrt` during the test."""
+    from emulator import installed
+
+    with installed() as mod:
+        yield mod

@@ -5,19 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from unittest import mock
 
 import numpy as np
 import pytest
 
 from twins_trt.errors import BackendUnavailableError, BuildError, EngineMismatchError
 from twins_trt.trt import build_hint, tensorrt_status, try_build_after_export
-from twins_trt.trt.build import (
-    build_engine,
-    check_engine_compatible,
-    read_engine_metadata,
-    save_engine,
-)
+from twins_trt.trt.build import build_engine, save_engine
+from twins_trt.trt.engine_meta import check_engine_compatible, read_engine_metadata
 
 GPU = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 
@@ -71,37 +66,46 @@ def test_save_engine_is_all_or_nothing(tmp_path):
     assert list(out.iterdir()) == []  # no .plan, no .json, no temporary files
 
 
-def _fake_trt(build_result):
-    """A loose stand-in, only to drive build_engine's control flow (API conformance is tests/trt/api's job)."""
-    trt = mock.MagicMock(__version__="10.16.1.11")
-    builder = trt.Builder.return_value
-    network = builder.create_network.return_value
-    network.num_inputs, network.num_outputs = 1, 1
-    network.get_input.return_value.name = "input"
-    network.get_input.return_value.shape = (-1, 3, 32, 32)
-    network.get_output.return_value.shape = (-1, 5)
-    network.get_output.return_value.name = "logits"
-    network.get_input.return_value.dtype.name = network.get_output.return_value.dtype.name = "FLOAT"
-    trt.OnnxParser.return_value.parse_from_file.return_value = True
-    trt.OnnxParser.return_value.num_errors = 0
-    builder.create_builder_config.return_value.add_optimization_profile.return_value = 0
-    builder.build_serialized_network.return_value = build_result
-    return trt
-
-
-def test_failed_build_leaves_no_plan_or_json(dynamic_onnx, tmp_path):
+def test_failed_build_leaves_no_plan_or_json(emu, dynamic_onnx, tmp_path, capsys):
     out = tmp_path / "engines"
-    with pytest.raises(BuildError, match="failed to build"):
-        build_engine(dynamic_onnx, out, trt=_fake_trt(None), device=GPU)
+    with pytest.raises(BuildError, match="failed to build"):  # the emulator refuses a profile of the wrong rank
+        build_engine(dynamic_onnx, out, profile="1:4:16", trt=_BadRank(emu), device=GPU)
+    assert "has rank 3, the input has rank 4" in capsys.readouterr().err
     assert list(out.iterdir()) == []
 
 
-def test_successful_build_writes_plan_and_metadata(dynamic_onnx, tmp_path):
-    res = build_engine(dynamic_onnx, tmp_path / "engines", profile="1:4:16", trt=_fake_trt(b"PLAN"), device=GPU)
-    assert res.plan_path.name == "svt_s.fp16.plan" and res.plan_path.read_bytes() == b"PLAN"
+class _BadRank:
+    """The emulator, with every optimization profile cut to rank 3 (a mistake TensorRT's build refuses)."""
+
+    def __init__(self, trt):
+        self._trt = trt
+
+    def __getattr__(self, name):
+        return getattr(self._trt, name)
+
+    def Builder(self, logger):  # noqa: N802 - TensorRT's name
+        builder = self._trt.Builder(logger)
+        make = builder.create_optimization_profile
+
+        def create_optimization_profile():
+            profile = make()
+            set_shape = profile.set_shape
+            profile.set_shape = lambda name, lo, opt, hi: set_shape(name, lo[:3], opt[:3], hi[:3])
+            return profile
+
+        builder.create_optimization_profile = create_optimization_profile
+        return builder
+
+
+def test_successful_build_writes_plan_and_metadata(emu, dynamic_onnx, tmp_path):
+    res = build_engine(dynamic_onnx, tmp_path / "engines", profile="1:4:16", trt=emu, device=GPU)
+    assert res.plan_path.name == "svt_s.fp16.plan" and res.metadata_path.name == "svt_s.fp16.plan.json"
+    data = res.plan_path.read_bytes()
+    assert data.startswith(b"TWINS-TRT-EMULATED-PLAN") and dynamic_onnx.read_bytes() in data  # the network itself
     meta = json.loads(res.metadata_path.read_text())
-    assert meta["precision"] == "fp16" and meta["variant"] == "svt_s" and meta["engine_bytes"] == 4
-    assert meta["profile"]["input"]["max"] == [16, 3, 32, 32]
+    assert meta["precision"] == "fp16" and meta["variant"] == "svt_s" and meta["engine_bytes"] == len(data)
+    assert meta["profile"]["input"]["max"] == [16, 3, 32, 32] and meta["emulated"] is True
+    assert meta["inputs"] == [{"name": "input", "shape": [-1, 3, 32, 32], "dtype": "FLOAT"}]
     assert meta["rebuild_command"] == f"twins-build {dynamic_onnx} -o {tmp_path / 'engines'} --profile 1:4:16"
     assert len(meta["onnx_sha256"]) == len(meta["engine_sha256"]) == 64
 

@@ -224,8 +224,10 @@ class Cell:
     error: str | None = None
 
     def result(self, runner_info: dict, artifact: str | None) -> dict:
-        base = {"variant": self.variant, "backend": self.backend.name, "runtime": self.backend.runtime,
-                "precision": self.backend.precision, "batch": self.batch}
+        emulated = bool(runner_info.get("emulated"))  # the TensorRT emulator: never reported as TensorRT
+        base = {"variant": self.variant, "backend": self.backend.name + " (emulated)" * emulated,
+                "runtime": self.backend.runtime, "precision": self.backend.precision, "batch": self.batch,
+                **({"emulated": True} if emulated else {})}
         if self.error is not None:
             return {**base, "status": "failed", "reason": self.error}
         return {**base, "status": "ok", **latency_stats(self.latencies, self.batch),

@@ -54,7 +54,8 @@ def gated_figures(doc: dict) -> dict[str, float]:
     """key -> speedup_vs_torch for every measured cell other than the reference itself."""
     return {figure_key(r["variant"], r["backend"], r["batch"]): float(r["speedup_vs_torch"])
             for r in doc["results"]
-            if r.get("status") == "ok" and r["backend"] != REFERENCE and r.get("speedup_vs_torch") is not None}
+            if r.get("status") == "ok" and r["backend"] != REFERENCE and r.get("speedup_vs_torch") is not None
+            and not r.get("emulated")}  # TensorRT-emulator figures are not TensorRT's: never gated or baselined
 
 
 def make_baseline(doc: dict, command: str | None = None) -> dict:

@@ -1,9 +1,10 @@
-"""Find (or make) the ONNX artifacts and TensorRT engines a benchmark needs.
+"""Find (or make) the ONNX artifacts and TensorRT engines that twins-bench and twins-eval need: one resolver.
 
 An existing artifact is reused when its manifest says it is what the run needs (variant, precision,
 image size, a batch range covering every benchmarked batch, weights; for INT8 the calibration
 source when --calib-data names one); otherwise the missing precisions are exported in one go.
 One ONNX serves every batch: a static export for a single batch, a dynamic-batch one otherwise.
+An engine is reused only when it is current (see ensure_engine); otherwise it is rebuilt, with a message.
 """
 
 from __future__ import annotations
@@ -104,32 +105,54 @@ def ensure_onnx(variant: str, precisions: list[str], batches: list[int], *, img_
 
 
 def engine_covers(metadata: dict, batches: list[int]) -> bool:
-    prof = metadata.get("profile") or {}
-    if not prof:
+    """True when the engine takes every batch in `batches` and, for a dynamic-batch engine, has a profile tuned
+    for each (OPT == that batch), so each batch is measured on kernels chosen for it."""
+    from twins_trt.trt.engine_meta import batch_range, engine_profiles, opt_batches
+
+    if not engine_profiles(metadata):
         return False
-    first = next(iter(prof.values()))
-    return all(first["min"][0] <= b <= first["max"][0] for b in batches)
+    lo, hi = batch_range(metadata)
+    if not all(lo <= b <= hi for b in batches):
+        return False
+    return lo == hi or set(batches) <= set(opt_batches(metadata))
+
+
+def engine_reuse_problem(plan: str | os.PathLike, onnx_path: str | os.PathLike, batches: list[int], trt_version: str,
+                         device: dict[str, str]) -> str | None:
+    """None when `plan` can be reused for `onnx_path` and `batches` here; else why it must be (re)built: missing,
+    built from another ONNX (sha256), by another TensorRT or for another device, or not tuned for these batches."""
+    from twins_trt.trt.engine_meta import read_engine_metadata, stale_reason
+
+    why = stale_reason(plan, onnx_path, trt_version, device)
+    if why is not None:
+        return why
+    if not engine_covers(read_engine_metadata(plan), batches):
+        return f"its optimization profiles are not tuned for batch{'es' * (len(batches) > 1)} {batches}"
+    return None
 
 
 def ensure_engine(onnx_path: str | os.PathLike, batches: list[int], engines_dir: str | os.PathLike = "engines",
-                  say: Callable[[str], None] = print) -> Path:
-    """`engines/<onnx stem>.plan`, built (or rebuilt) when missing or its batch profile does not cover `batches`.
+                  say: Callable[[str], None] = print, trt=None) -> Path:
+    """`engines/<onnx stem>.plan` for `onnx_path`, reused only when it is current, else (re)built with a message.
 
-    Several batches share one engine whose profile is MIN:MAX:MAX (OPT at the largest, throughput batch).
-    Needs TensorRT and a GPU; callers check that first.
+    Current: built from this very ONNX (its recorded sha256), by this TensorRT, for this device, with a profile
+    for every batch. A dynamic-batch engine gets one profile per batch, OPT at that batch (range min..max of
+    `batches`), as trtexec measures each batch on kernels tuned for it. Needs TensorRT (or its emulator).
     """
-    from twins_trt.trt import engine_paths
-    from twins_trt.trt.build import build_engine, read_engine_metadata
+    from twins_trt.trt import engine_paths, load_tensorrt
+    from twins_trt.trt.build import build_engine
+    from twins_trt.trt.engine_meta import device_info
 
+    trt = load_tensorrt(trt)
     plan, _ = engine_paths(onnx_path, engines_dir)
-    if plan.is_file():
-        try:
-            if engine_covers(read_engine_metadata(plan), batches):
-                say(f"reusing {plan}")
-                return plan
-        except Exception as e:  # unreadable metadata: rebuild
-            log.info("rebuilding %s: %s", plan, e)
+    why = engine_reuse_problem(plan, onnx_path, batches, str(trt.__version__), device_info(trt))
+    if why is None:
+        say(f"reusing {plan} (same ONNX, TensorRT and device; tuned for batch {', '.join(map(str, batches))})")
+        return plan
+    batches = sorted(set(batches))
     static = (read_manifest(onnx_path).get("batch") or {}).get("static") is not None
-    profile = None if static else f"{min(batches)}:{max(batches)}:{max(batches)}"
-    say(f"building {plan} from {onnx_path} (profile {profile or 'static'})")
-    return build_engine(onnx_path, engines_dir, profile=profile).plan_path
+    profile = None if static else f"{batches[0]}:{batches[0]}:{batches[-1]}"
+    opt = None if static or len(batches) == 1 else batches
+    say(f"{'rebuilding' if plan.is_file() else 'building'} {plan} from {onnx_path} ({why}; profile "
+        f"{'static' if static else profile}{', OPT at each of ' + ','.join(map(str, opt)) if opt else ''})")
+    return build_engine(onnx_path, engines_dir, profile=profile, opt_batches=opt, trt=trt).plan_path

@@ -197,11 +197,9 @@ def _batch_range(manifest: dict) -> tuple[tuple[int, int], bool]:
 
 
 def _engine_range(plan: Path) -> tuple[tuple[int, int], bool]:
-    from twins_trt.trt.build import read_engine_metadata
+    from twins_trt.trt.engine_meta import batch_range, read_engine_metadata
 
-    prof = read_engine_metadata(plan).get("profile") or {}
-    first = next(iter(prof.values()), {}) if prof and "min" not in prof else prof
-    lo, hi = (first.get("min") or [1])[0], (first.get("max") or [1])[0]
+    lo, hi = batch_range(read_engine_metadata(plan))
     return (int(lo), int(hi)), lo == hi
 
 
@@ -247,6 +245,8 @@ def open_slots(opts, backends: list[Backend], caps: Capabilities, model, device:
             r.drop("failed", one_line(e))
             continue
         r.device = getattr(s.runner, "device", None)
+        if getattr(s.runner, "emulated", False):  # the TensorRT emulator: ONNX Runtime on the CPU, never TensorRT
+            r.name, r.device = f"{r.name} (emulated)", "cpu (TensorRT emulator)"
         if b.needs_engine:
             s.batch, s.static = _engine_range(engines[b.precision])
         elif art is not None:

@@ -48,9 +48,16 @@ class OrtRunner(Runner):
         if self.threads:
             opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path), opts, providers=wanted)
-        if self.device == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+        session = ort.InferenceSession(str(self.path), opts, providers=wanted)
+        # ONNX Runtime falls back silently (TensorRT -> CUDA -> CPU): label a figure by what the session runs on
+        got = session.get_providers()
+        if self.provider == "trt" and "TensorrtExecutionProvider" not in got:
+            raise BackendUnavailableError(
+                f"ONNX Runtime could not start its TensorRT provider for {self.path} (the session runs on "
+                f"{', '.join(got)}); not measured, so no CUDA figure is reported as TensorRT")
+        if self.device == "cuda" and "CUDAExecutionProvider" not in got:
             raise BackendUnavailableError(f"ONNX Runtime could not start CUDA for {self.path} (no usable GPU)")
+        self.session = session
 
     def deactivate(self) -> None:
         self.session = None

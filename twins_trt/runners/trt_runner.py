@@ -4,6 +4,10 @@ Buffers are torch CUDA tensors and the stream is a torch CUDA stream, so timing 
 clock as the PyTorch baseline and no pycuda is needed. With `use_cuda_graph=True` the enqueue
 is captured once per input shape and replayed.
 
+Under the TensorRT emulator (tools/trt_emulator, which runs the engine's graph on ONNX Runtime on the
+CPU) one seam changes, in `_HostOrCuda`: buffers are host tensors, the stream handle is 0, the clock is
+the host's (nothing to synchronize), and CUDA graphs are skipped with a reason. The GPU path is as above.
+
 The setup path is three plain functions (`io_tensors`, `bind_tensors`, `enqueue`) that take the
 engine and context objects, so tests can drive them with objects specced from the real API.
 Importing this module needs neither TensorRT nor CUDA.
@@ -11,6 +15,7 @@ Importing this module needs neither TensorRT nor CUDA.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -115,25 +120,87 @@ def enqueue(context, stream_handle: int) -> None:
         raise EngineRunError("TensorRT's execute_async_v3 failed (TensorRT's log above says why)")
 
 
+def select_profile(profiles: list[dict[str, dict[str, list[int]]]], batch: int) -> int | None:
+    """The profile to run `batch` on: the one tuned for it (OPT == batch), else the first that takes it."""
+    firsts = [next(iter(p.values())) for p in profiles]
+    for i, p in enumerate(firsts):
+        if p["opt"][0] == batch:
+            return i
+    for i, p in enumerate(firsts):
+        if p["min"][0] <= batch <= p["max"][0]:
+            return i
+    return None
+
+
+class _HostOrCuda:
+    """Where buffers live, what stream TensorRT is given and how to wait for it: CUDA, or host memory for the
+    emulator. The only place the two paths differ."""
+
+    def __init__(self, emulated: bool):
+        self.emulated = emulated
+        self.device = "cpu" if emulated else "cuda"
+        self.stream = None
+
+    def open(self) -> None:
+        if not self.emulated:
+            import torch
+
+            self.stream = torch.cuda.Stream()
+
+    def close(self) -> None:
+        self.stream = None
+
+    @property
+    def handle(self) -> int:
+        return 0 if self.emulated else int(self.stream.cuda_stream)
+
+    def scope(self):
+        if self.emulated:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.cuda.stream(self.stream)
+
+    def synchronize(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+
+    def alloc(self, shape: tuple[int, ...], trt_dtype: str):
+        import torch
+
+        return torch.empty(shape, dtype=getattr(torch, TORCH_DTYPES[trt_dtype]), device=self.device)
+
+
 class TrtRunner(Runner):
     def __init__(self, engine_path: str | os.PathLike, *, use_cuda_graph: bool = False, check_metadata: bool = True,
                  verbose: bool = False, name: str | None = None, trt: ModuleType | None = None):
         from twins_trt.trt import load_tensorrt
-        from twins_trt.trt.build import check_engine_compatible, device_info, read_engine_metadata
+        from twins_trt.trt.engine_meta import (
+            check_engine_compatible,
+            device_info,
+            engine_profiles,
+            is_emulated,
+            read_engine_metadata,
+        )
 
         self.trt = load_tensorrt(trt)  # BackendUnavailableError with one line when TensorRT is missing
-        require_cuda("the TensorRT runner")
+        self.emulated = is_emulated(self.trt)
+        if not self.emulated:
+            require_cuda("the TensorRT runner")
         self.path = Path(engine_path)
         self.metadata = read_engine_metadata(self.path)
         if check_metadata:
-            check_engine_compatible(self.metadata, str(self.trt.__version__), device_info(), self.path)
-        self.use_cuda_graph = use_cuda_graph
+            check_engine_compatible(self.metadata, str(self.trt.__version__), device_info(self.trt), self.path)
+        self._mem = _HostOrCuda(self.emulated)
+        self.cuda_graph_skipped = ("CUDA graphs need a GPU; the TensorRT emulator runs on the host"
+                                   if use_cuda_graph and self.emulated else None)
+        self.use_cuda_graph = use_cuda_graph and not self.emulated
         self.verbose = verbose
-        self.device = "cuda"
-        self.name = name or ("trt-graph" if use_cuda_graph else "trt")
+        self.device = self._mem.device
+        self.name = name or ("trt-graph" if self.use_cuda_graph else "trt")
+        self._profiles = engine_profiles(self.metadata)
         self._runtime = self.engine = self.context = None
         self._tensors: list[IOTensor] = []
-        self._stream = None
         self._inputs: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
         self._graph = None
@@ -143,16 +210,14 @@ class TrtRunner(Runner):
     def activate(self) -> None:
         if self.engine is not None:
             return
-        import torch
-
-        from twins_trt.trt.build import logger_for
+        from twins_trt.trt import logger_for
 
         trt = self.trt
         self._runtime, self.engine, self.context = engine_from_bytes(
             self.path.read_bytes(), trt, logger_for(trt, self.verbose), str(self.path),
             self.metadata.get("rebuild_command", ""))
         self._tensors = io_tensors(self.engine, trt)
-        self._stream = torch.cuda.Stream()
+        self._mem.open()
 
     def deactivate(self) -> None:
         self._graph = None
@@ -160,7 +225,7 @@ class TrtRunner(Runner):
         self.context = None
         self.engine = None
         self._runtime = None
-        self._stream = None
+        self._mem.close()
 
     @property
     def input_names(self) -> list[str]:
@@ -175,25 +240,41 @@ class TrtRunner(Runner):
     # -- running
 
     def _alloc(self, shape: tuple[int, ...], trt_dtype: str):
-        import torch
+        return self._mem.alloc(shape, trt_dtype)
 
-        return torch.empty(shape, dtype=getattr(torch, TORCH_DTYPES[trt_dtype]), device="cuda")
+    def _use_profile_for(self, batch: int) -> None:
+        """Switch to the profile tuned for `batch` (engines built with one profile per benchmarked batch)."""
+        if len(self._profiles) < 2:
+            return
+        index = select_profile(self._profiles, batch)
+        if index is None or index == self.context.active_optimization_profile:
+            return  # none takes it: set_input_shape reports the accepted range
+        if not self.context.set_optimization_profile_async(index, self._mem.handle):
+            raise EngineRunError(f"TensorRT could not switch {self.path} to optimization profile {index}")
+        self._inputs, self._outputs, self._graph = {}, {}, None  # shapes and addresses are bound per profile
 
     def prepare(self, feed: Feed | np.ndarray) -> None:
-        """Copy the input to its device buffer; rebind (and recapture the graph) only when the shape changes."""
+        """Copy the input to its buffer; rebind (and recapture the graph) only when the shape changes.
+
+        The new buffers become the runner's only once TensorRT has accepted them: after an InputSizeError
+        nothing stale is left bound, so a retry binds again instead of running on freed memory.
+        """
         import torch
 
         self.activate()
         x = np.ascontiguousarray(single_input(feed))
         spec = next(t for t in self._tensors if t.is_input)
-        with torch.cuda.stream(self._stream):
+        with self._mem.scope():
+            if x.ndim:
+                self._use_profile_for(int(x.shape[0]))
             buf = self._inputs.get(spec.name)
             if buf is None or tuple(buf.shape) != x.shape:
+                self._inputs, self._outputs, self._graph = {}, {}, None
                 buf = self._alloc(x.shape, spec.dtype)
                 buf.copy_(torch.from_numpy(x))
-                self._inputs = {spec.name: buf}
-                self._outputs = bind_tensors(self.context, self._tensors, self._inputs, self._alloc, self.engine)
-                self._graph = None
+                inputs = {spec.name: buf}
+                outputs = bind_tensors(self.context, self._tensors, inputs, self._alloc, self.engine)
+                self._inputs, self._outputs = inputs, outputs
             else:
                 buf.copy_(torch.from_numpy(x))
         if self.use_cuda_graph and self._graph is None:
@@ -202,39 +283,48 @@ class TrtRunner(Runner):
     def _capture(self) -> None:
         import torch
 
-        enqueue(self.context, self._stream.cuda_stream)  # warm-up: TensorRT finishes lazy set-up outside capture
-        self._stream.synchronize()
+        stream = self._mem.stream
+        enqueue(self.context, stream.cuda_stream)  # warm-up: TensorRT finishes lazy set-up outside capture
+        stream.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self._stream):
-            enqueue(self.context, self._stream.cuda_stream)
+        with torch.cuda.graph(graph, stream=stream):
+            enqueue(self.context, stream.cuda_stream)
         self._graph = graph
 
     def run_prepared(self) -> None:
+        if not self._inputs:
+            raise EngineRunError("nothing is prepared: call prepare(feed) with a shape the engine accepts first")
         if self._graph is not None:
-            import torch
-
-            with torch.cuda.stream(self._stream):
+            with self._mem.scope():
                 self._graph.replay()
         else:
-            enqueue(self.context, self._stream.cuda_stream)
+            enqueue(self.context, self._mem.handle)
 
     def synchronize(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
+        self._mem.synchronize()
 
     def infer(self, feed: Feed | np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
         self.prepare(feed)
         self.run_prepared()
         self.synchronize()
-        return {n: o.float().cpu().numpy() for n, o in self._outputs.items()}
+        # a copy: on the host (emulator) .cpu() would return the output buffer itself, which the next run overwrites
+        return {n: o.to("cpu", torch.float32, copy=True).numpy() for n, o in self._outputs.items()}
+
+    def outputs(self) -> dict[str, Any]:
+        """The output buffers of the last run (device tensors; host tensors under the emulator)."""
+        return dict(self._outputs)
 
     # -- reporting
 
-    def peak_memory_bytes(self) -> int | None:
-        """torch's peak (I/O buffers) plus what TensorRT holds itself: activations and weights."""
-        import torch
+    def io_bytes(self) -> int:
+        """Bytes of the I/O buffers this runner allocated for the current shape."""
+        return sum(int(t.numel()) * int(t.element_size()) for t in (*self._inputs.values(), *self._outputs.values()))
 
-        total = int(torch.cuda.max_memory_allocated())
+    def engine_bytes(self) -> int:
+        """What TensorRT holds itself for this engine: activations (device memory) and weights."""
+        total = 0
         if self.engine is not None:
             if hasattr(self.engine, "device_memory_size_v2"):
                 total += int(self.engine.device_memory_size_v2)
@@ -242,7 +332,20 @@ class TrtRunner(Runner):
                 total += int(self.engine.get_engine_stat(self.trt.EngineStat.TOTAL_WEIGHTS_SIZE))
         return total
 
+    def peak_memory_bytes(self) -> int | None:
+        """Device memory: torch's peak (I/O buffers) plus what TensorRT holds itself. Under the emulator,
+        the emulated device's: the I/O buffers allocated plus the engine's own figures."""
+        if self.emulated:
+            return self.io_bytes() + self.engine_bytes()
+        import torch
+
+        return int(torch.cuda.max_memory_allocated()) + self.engine_bytes()
+
     def describe(self) -> dict:
-        return {"name": self.name, "device": self.device, "engine": str(self.path),
-                "tensorrt": str(self.trt.__version__), "precision": self.metadata.get("precision"),
-                "profile": self.metadata.get("profile"), "cuda_graph": self.use_cuda_graph}
+        out = {"name": self.name, "device": self.device, "engine": str(self.path),
+               "tensorrt": str(self.trt.__version__), "precision": self.metadata.get("precision"),
+               "profile": self.metadata.get("profile"), "profiles": len(self._profiles),
+               "cuda_graph": self.use_cuda_graph, "emulated": self.emulated}
+        if self.cuda_graph_skipped:
+            out["cuda_graph_skipped"] = self.cuda_graph_skipped
+        return out

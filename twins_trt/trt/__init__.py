@@ -43,6 +43,11 @@ def tensorrt_status(trt: ModuleType | None = None) -> tuple[bool, str]:
         trt = load_tensorrt(trt)
     except BackendUnavailableError as e:
         return False, str(e)
+    from twins_trt.trt.engine_meta import device_info, is_emulated
+
+    if is_emulated(trt):
+        return True, (f"TensorRT emulator {trt.__version__} on {device_info(trt)['name']} "
+                      "(ONNX Runtime on the CPU: figures are emulated, not TensorRT's)")
     from twins_trt.runners import cuda_available
 
     if not cuda_available():
@@ -54,11 +59,14 @@ def tensorrt_status(trt: ModuleType | None = None) -> tuple[bool, str]:
 
 def build_command(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "engines", *,
                   profile: str | None = None, workspace_gib: float | None = None,
-                  opt_level: int | None = None, timing_cache: str | os.PathLike | None = None) -> str:
+                  opt_level: int | None = None, timing_cache: str | os.PathLike | None = None,
+                  opt_batches: list[int] | None = None) -> str:
     """The exact `twins-build` command line that (re)builds the engine for `onnx_path`."""
     args = ["twins-build", str(onnx_path), "-o", str(out_dir)]
     if profile:
         args += ["--profile", profile]
+    if opt_batches and len(opt_batches) > 1:
+        args += ["--opt-batches", ",".join(map(str, opt_batches))]
     if workspace_gib is not None:
         args += ["--workspace", f"{workspace_gib:g}"]
     if opt_level is not None:
@@ -90,10 +98,17 @@ def try_build_after_export(onnx_path: str | os.PathLike, out_dir: str | os.PathL
 
 
 def engine_paths(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "engines") -> tuple[Path, Path]:
-    """`export/svt_s.fp16.onnx` -> (`engines/svt_s.fp16.plan`, `engines/svt_s.fp16.json`)."""
-    stem = Path(onnx_path).stem
-    return Path(out_dir) / f"{stem}.plan", Path(out_dir) / f"{stem}.json"
+    """`export/svt_s.fp16.onnx` -> (`engines/svt_s.fp16.plan`, `engines/svt_s.fp16.plan.json`).
+
+    The metadata is never `<stem>.json`: that is the ONNX manifest's name, and `-o export` must not clobber it.
+    """
+    plan = Path(out_dir) / f"{Path(onnx_path).stem}.plan"
+    return plan, plan.with_name(plan.name + ".json")
 
 
-__all__ = ["MIN_MAJOR", "build_command", "build_hint", "engine_paths", "load_tensorrt", "tensorrt_major",
+def logger_for(trt: ModuleType, verbose: bool = False):
+    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+
+
+__all__ = ["MIN_MAJOR", "build_command", "build_hint", "engine_paths", "load_tensorrt", "logger_for", "tensorrt_major",
            "tensorrt_status", "try_build_after_export"]

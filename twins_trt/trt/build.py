@@ -32,21 +32,16 @@ from twins_trt.artifacts import (
     tool_versions,
     write_bytes_atomic,
 )
-from twins_trt.errors import BackendUnavailableError, BuildError, EngineMismatchError
-from twins_trt.trt import build_command, engine_paths, load_tensorrt, tensorrt_major
+from twins_trt.errors import BuildError
+from twins_trt.trt import build_command, engine_paths, load_tensorrt, logger_for, tensorrt_major
+from twins_trt.trt.engine_meta import METADATA_FORMAT, device_info, is_emulated, metadata_path
 from twins_trt.trt.profile import OnnxInfo, Profile, ProfileError, profile_from_onnx, read_onnx_info
 
 log = logging.getLogger(__name__)
 
-METADATA_FORMAT = 1
-
 
 # ---------------------------------------------------------------------------------------------
 # steps
-
-
-def logger_for(trt: ModuleType, verbose: bool = False):
-    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
 
 
 def network_flags(trt: ModuleType) -> int:
@@ -92,10 +87,13 @@ def parser_errors_message(parser, path: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
-def config_from_network(builder, network, profiles: dict[str, Profile], *, workspace_gib: float | None = None,
+def config_from_network(builder, network, profiles: dict[str, Profile] | list[dict[str, Profile]], *,
+                        workspace_gib: float | None = None,
                         opt_level: int | None = None, timing_cache: str | os.PathLike | None = None,
                         allow_tf32: bool = True, trt: ModuleType | None = None):
-    """An IBuilderConfig with the optimization profile, memory limit, optimization level and timing cache.
+    """An IBuilderConfig with the optimization profile(s), memory limit, optimization level and timing cache.
+
+    `profiles` is one profile (input name -> Profile) or a list of them, added in order (profile 0 first).
 
     allow_tf32=False keeps FP32 matmuls and convolutions in true FP32, which an fp32 export needs to
     stay within 1e-4 of PyTorch (TensorRT enables TF32 by default on Ampere and later).
@@ -114,15 +112,16 @@ def config_from_network(builder, network, profiles: dict[str, Profile], *, works
         config.builder_optimization_level = opt_level
 
     names = [network.get_input(i).name for i in range(network.num_inputs)]
-    missing = [n for n in names if n not in profiles]
-    if missing:
-        raise ProfileError(f"no profile for network input(s) {missing}; profiles were computed for {sorted(profiles)}")
-    profile = builder.create_optimization_profile()
-    for name in names:
-        p = profiles[name]
-        profile.set_shape(name, p.min, p.opt, p.max)
-    if config.add_optimization_profile(profile) < 0:
-        raise ProfileError(f"TensorRT rejected the optimization profile {_profiles_text(profiles)}")
+    for one in profiles if isinstance(profiles, list) else [profiles]:
+        missing = [n for n in names if n not in one]
+        if missing:
+            raise ProfileError(f"no profile for network input(s) {missing}; profiles were computed for {sorted(one)}")
+        profile = builder.create_optimization_profile()
+        for name in names:
+            p = one[name]
+            profile.set_shape(name, p.min, p.opt, p.max)
+        if config.add_optimization_profile(profile) < 0:
+            raise ProfileError(f"TensorRT rejected the optimization profile {_profiles_text(one)}")
 
     if timing_cache is not None:
         data = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
@@ -165,11 +164,11 @@ def save_timing_cache(config, path: str | os.PathLike) -> Path | None:
 
 
 def save_engine(engine: bytes, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Write the plan and its `.json` metadata; both appear under their final names, or neither does."""
+    """Write the plan and its `.plan.json` metadata; both appear under their final names, or neither does."""
     path = Path(path)
     if metadata is None:
         return write_bytes_atomic(path, engine)
-    with atomic_path(path.with_suffix(".json")) as tmp_meta, atomic_path(path) as tmp_plan:
+    with atomic_path(metadata_path(path)) as tmp_meta, atomic_path(path) as tmp_plan:
         tmp_plan.write_bytes(engine)
         tmp_meta.write_text(json.dumps(metadata, indent=2) + "\n")
     return path
@@ -177,18 +176,6 @@ def save_engine(engine: bytes, path: str | os.PathLike, metadata: dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------
 # metadata
-
-
-def device_info() -> dict[str, str]:
-    """Name and compute capability of the current CUDA device (what an engine is tied to)."""
-    from twins_trt.runners import cuda_available
-
-    if not cuda_available():
-        raise BackendUnavailableError("building or loading a TensorRT engine needs a CUDA GPU and torch sees none")
-    import torch
-
-    major, minor = torch.cuda.get_device_capability()
-    return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
 
 
 def io_description(network) -> dict[str, list[dict[str, Any]]]:
@@ -203,37 +190,6 @@ def _profiles_text(profiles: dict[str, Profile]) -> str:
     return ", ".join(f"{n}: min {p.min} opt {p.opt} max {p.max}" for n, p in profiles.items())
 
 
-def read_engine_metadata(plan_path: str | os.PathLike) -> dict[str, Any]:
-    plan_path = Path(plan_path)
-    meta_path = plan_path.with_suffix(".json")
-    if not plan_path.is_file():
-        raise EngineMismatchError(f"engine {plan_path} does not exist; build it with twins-build EXPORT.onnx")
-    try:
-        return json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise EngineMismatchError(
-            f"engine {plan_path} has no metadata file {meta_path}, so its TensorRT version and GPU are unknown; "
-            f"rebuild it with twins-build EXPORT.onnx -o {plan_path.parent}") from None
-    except ValueError as e:
-        raise EngineMismatchError(f"metadata {meta_path} is not valid JSON ({e}); rebuild the engine") from e
-
-
-def check_engine_compatible(metadata: dict[str, Any], trt_version: str, device: dict[str, str],
-                            plan_path: str | os.PathLike = "engine") -> None:
-    """EngineMismatchError, with the command that rebuilds it, unless built by this TensorRT on this GPU."""
-    problems = []
-    if metadata.get("tensorrt") != trt_version:
-        problems.append(f"it was built with TensorRT {metadata.get('tensorrt')} and this is TensorRT {trt_version}")
-    built_on = metadata.get("gpu") or {}
-    if (built_on.get("name"), built_on.get("compute_capability")) != (device["name"], device["compute_capability"]):
-        problems.append(f"it was built for {built_on.get('name')} (compute capability "
-                        f"{built_on.get('compute_capability')}) and this GPU is {device['name']} "
-                        f"(compute capability {device['compute_capability']})")
-    if problems:
-        cmd = metadata.get("rebuild_command") or f"twins-build EXPORT.onnx -o {Path(plan_path).parent}"
-        raise EngineMismatchError(f"cannot load {plan_path}: {'; '.join(problems)}. Rebuild it here with: {cmd}")
-
-
 # ---------------------------------------------------------------------------------------------
 # the whole build
 
@@ -245,45 +201,74 @@ class BuildResult:
     metadata: dict[str, Any]
 
 
+def profiles_for_batches(profiles: dict[str, Profile], opt_batches: list[int] | None) -> list[dict[str, Profile]]:
+    """One profile per batch in `opt_batches`, each with OPT at that batch (the rest of the range unchanged).
+
+    trtexec measures each batch on kernels tuned for it; a MIN:MAX:MAX engine would time batch 1 on kernels
+    chosen for the largest batch. None (or one batch) keeps the single profile as it is.
+    """
+    if not opt_batches:
+        return [profiles]
+    out = []
+    for b in opt_batches:
+        one = {}
+        for name, p in profiles.items():
+            if not p.min[0] <= b <= p.max[0]:
+                raise ProfileError(f"--opt-batches {b} is outside the batch range {p.min[0]}..{p.max[0]} of {name!r}")
+            one[name] = Profile(p.min, (b, *p.opt[1:]), p.max)
+        out.append(one)
+    return out
+
+
 def build_engine(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "engines", *, batch: int | None = None,
-                 profile: str | None = None, workspace_gib: float | None = None, opt_level: int | None = None,
-                 timing_cache: str | os.PathLike | None = None, verbose: bool = False,
+                 profile: str | None = None, opt_batches: list[int] | None = None, workspace_gib: float | None = None,
+                 opt_level: int | None = None, timing_cache: str | os.PathLike | None = None, verbose: bool = False,
                  trt: ModuleType | None = None, device: dict[str, str] | None = None) -> BuildResult:
-    """`export/<name>.onnx` -> `<out_dir>/<name>.plan` + `<out_dir>/<name>.json`."""
+    """`export/<name>.onnx` -> `<out_dir>/<name>.plan` + `<out_dir>/<name>.plan.json`.
+
+    opt_batches=[1, 8] gives one optimization profile per batch, OPT at that batch (see profiles_for_batches).
+    The engine is saved before the timing cache, so a failing cache write never loses a finished build.
+    """
     trt = load_tensorrt(trt)
     info: OnnxInfo = read_onnx_info(onnx_path)
-    profiles = profile_from_onnx(info, batch=batch, profile=profile)
-    device = device or device_info()
+    base = profile_from_onnx(info, batch=batch, profile=profile)
+    opt_batches = sorted(set(opt_batches)) if opt_batches and len(set(opt_batches)) > 1 else None
+    profiles = profiles_for_batches(base, opt_batches)
+    device = device or device_info(trt)
     plan_path, meta_path = engine_paths(onnx_path, out_dir)
     ensure_dir(out_dir)  # fail before a long build, not after
-    log.info("building %s -> %s: TensorRT %s on %s, precision %s (from the ONNX), profile %s, workspace %s, "
-             "optimization level %s, timing cache %s", info.path, plan_path, trt.__version__, device["name"],
-             info.precision, _profiles_text(profiles), f"{workspace_gib:g} GiB" if workspace_gib else "default",
+    log.info("building %s -> %s: %s %s on %s, precision %s (from the ONNX), profile%s %s, workspace %s, "
+             "optimization level %s, timing cache %s", info.path, plan_path,
+             "TensorRT emulator" if is_emulated(trt) else "TensorRT", trt.__version__, device["name"],
+             info.precision, "s" * (len(profiles) > 1), "; ".join(_profiles_text(p) for p in profiles),
+             f"{workspace_gib:g} GiB" if workspace_gib else "default",
              "default" if opt_level is None else opt_level, timing_cache or "none")
 
     t0 = time.perf_counter()
     builder, network, _parser = network_from_onnx_path(info.path, trt=trt, logger=logger_for(trt, verbose))
-    config = config_from_network(builder, network, profiles, workspace_gib=workspace_gib, opt_level=opt_level,
-                                 timing_cache=timing_cache, allow_tf32=info.precision != "fp32", trt=trt)
+    config = config_from_network(builder, network, profiles if len(profiles) > 1 else profiles[0],
+                                 workspace_gib=workspace_gib, opt_level=opt_level, timing_cache=timing_cache,
+                                 allow_tf32=info.precision != "fp32", trt=trt)
     engine = engine_bytes_from_network(builder, network, config)
     seconds = time.perf_counter() - t0
-    if timing_cache is not None:
-        save_timing_cache(config, timing_cache)
 
     overridden = batch is not None or profile is not None
-    batch_spec = next(iter(profiles.values())).batch_spec() if overridden else None
+    batch_spec = next(iter(base.values())).batch_spec() if overridden else None
     metadata = {
         "format": METADATA_FORMAT,
         "engine": plan_path.name,
+        "emulated": is_emulated(trt),
         "onnx": str(info.path),
         "onnx_sha256": sha256_file(info.path),
         "engine_sha256": hashlib.sha256(engine).hexdigest(),
         "engine_bytes": len(engine),
         "variant": info.variant,
         "precision": info.precision,
+        "features": info.metadata.get("twins_trt.features") == "true",
         "tensorrt": str(trt.__version__),
         "gpu": {"name": device["name"], "compute_capability": device["compute_capability"]},
-        "profile": {name: p.to_json() for name, p in profiles.items()},
+        "profile": {name: p.to_json() for name, p in profiles[0].items()},
+        "profiles": [{name: p.to_json() for name, p in one.items()} for one in profiles],
         **io_description(network),
         "builder": {"strongly_typed": True, "tf32": info.precision != "fp32", "workspace_gib": workspace_gib,
                     "opt_level": opt_level,
@@ -291,15 +276,20 @@ def build_engine(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "eng
         "build_seconds": round(seconds, 3),
         "built_at": now_iso(),
         "tools": tool_versions(),
-        "rebuild_command": build_command(info.path, out_dir, profile=batch_spec,
-                                         workspace_gib=workspace_gib, opt_level=opt_level, timing_cache=timing_cache),
+        "rebuild_command": build_command(info.path, out_dir, profile=batch_spec, workspace_gib=workspace_gib,
+                                         opt_level=opt_level, timing_cache=timing_cache, opt_batches=opt_batches),
     }
     save_engine(engine, plan_path, metadata)
     log.info("saved %s (%.1f MiB) and %s", plan_path, len(engine) / 2**20, meta_path)
+    if timing_cache is not None:
+        try:
+            save_timing_cache(config, timing_cache)
+        except OSError as e:  # the engine is saved; a cache that cannot be written only costs the next build time
+            log.warning("timing cache not saved to %s (%s); the engine %s is complete", timing_cache,
+                        e.strerror or e, plan_path)
     return BuildResult(plan_path, meta_path, metadata)
 
 
-__all__ = ["BuildResult", "build_engine", "check_engine_compatible", "config_from_network", "device_info",
-           "engine_bytes_from_network", "host_bytes", "io_description", "logger_for", "network_flags",
-           "network_from_onnx_path", "parser_errors_message", "read_engine_metadata", "save_engine",
-           "save_timing_cache"]
+__all__ = ["BuildResult", "build_engine", "config_from_network", "engine_bytes_from_network", "host_bytes",
+           "io_description", "network_flags", "network_from_onnx_path", "parser_errors_message",
+           "profiles_for_batches", "save_engine", "save_timing_cache"]

@@ -80,10 +80,10 @@ def run_all(runners: list[Runner], x: np.ndarray) -> dict[str, dict[str, np.ndar
 
 def check_engine_metadata(engine_path: str | os.PathLike, onnx_given: bool = False) -> dict:
     """The engine's metadata, refused with one clear line when it cannot drive a verification."""
-    from twins_trt.trt.build import read_engine_metadata
+    from twins_trt.trt.engine_meta import metadata_path, read_engine_metadata
 
     meta = read_engine_metadata(engine_path)
-    where = Path(engine_path).with_suffix(".json")
+    where = metadata_path(engine_path)
     if not isinstance(meta, dict):
         raise InputFileError(f"engine metadata {where} holds a JSON {type(meta).__name__}, not an object; "
                              "rebuild the engine with twins-build")
@@ -99,37 +99,61 @@ def check_engine_metadata(engine_path: str | os.PathLike, onnx_given: bool = Fal
     return meta
 
 
+def reference_model_args(onnx_path: str | os.PathLike, engine_meta: dict, weights: str | None = None) -> dict:
+    """create_model() arguments for the PyTorch model the export was made from: its variant, `features` flag,
+    weights and seed, read from the ONNX manifest (then the ONNX metadata, then the engine's). `weights`
+    given by the user wins."""
+    from twins_trt.artifacts import read_manifest
+    from twins_trt.trt.profile import read_onnx_info
+
+    info = read_onnx_info(onnx_path)
+    manifest = read_manifest(onnx_path)
+    variant = manifest.get("variant") or info.variant or engine_meta.get("variant")
+    if not variant:
+        raise VerificationError(f"{onnx_path} has no twins_trt.variant metadata, so the PyTorch model is unknown")
+    features = manifest.get("features")
+    if features is None:
+        features = info.metadata.get("twins_trt.features") == "true" or bool(engine_meta.get("features"))
+    return {"name": variant, "weights": weights or manifest.get("weights"), "features": bool(features),
+            "seed": int(manifest.get("seed", 0))}  # twins-export initialises random weights with seed 0
+
+
 def verify_engine(engine_path: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
                   weights: str | None = None, batch: int | None = None, seed: int = 0) -> list[Comparison]:
-    """Engine vs ONNX Runtime (same ONNX) and vs PyTorch fp32, all at the engine's precision tolerance."""
+    """Engine vs ONNX Runtime (same ONNX) and vs PyTorch fp32, all at the engine's precision tolerance.
+
+    The PyTorch reference is the model the export was made from (see reference_model_args); `seed` seeds
+    the random input.
+    """
     from twins_trt.models import create_model
     from twins_trt.runners import cuda_available
     from twins_trt.runners.ort_runner import OrtRunner
     from twins_trt.runners.torch_runner import TorchRunner
     from twins_trt.runners.trt_runner import TrtRunner
+    from twins_trt.trt.engine_meta import batch_range
     from twins_trt.trt.profile import read_onnx_info
 
     meta = check_engine_metadata(engine_path, onnx_given=onnx_path is not None)
     onnx_path = Path(onnx_path or meta["onnx"])
     info = read_onnx_info(onnx_path)
     precision = info.metadata.get("twins_trt.precision") or meta.get("precision") or "fp32"
-    variant = info.variant or meta.get("variant")
-    if not variant:
-        raise VerificationError(f"{onnx_path} has no twins_trt.variant metadata, so the PyTorch model is unknown")
+    model_args = reference_model_args(onnx_path, meta, weights)
     prof = next(iter(meta["profile"].values()))
     shape = list(prof["opt"])
     if batch is not None:
-        if not prof["min"][0] <= batch <= prof["max"][0]:
-            raise VerificationError(f"--batch {batch} is outside the engine's batch range "
-                                    f"{prof['min'][0]}..{prof['max'][0]}")
+        lo, hi = batch_range(meta)
+        if not lo <= batch <= hi:
+            raise VerificationError(f"--batch {batch} is outside the engine's batch range {lo}..{hi}")
         shape[0] = batch
     x = seeded_input(tuple(shape), seed)
+    trt_runner = TrtRunner(engine_path)
+    gpu = cuda_available() and not trt_runner.emulated
     runners: list[Runner] = [
-        TrtRunner(engine_path),
-        OrtRunner(onnx_path, provider="cuda" if cuda_available() else "cpu", name="onnxruntime"),
-        TorchRunner(create_model(variant, weights=weights), device="cuda", name="torch-fp32"),
+        trt_runner,
+        OrtRunner(onnx_path, provider="cuda" if gpu else "cpu", name="onnxruntime"),
+        TorchRunner(create_model(**model_args), device="cuda" if gpu else "cpu", name="torch-fp32"),
     ]
     outs = run_all(runners, x)
-    trt_name = runners[0].name
-    return (compare_outputs("onnxruntime", outs["onnxruntime"], trt_name, outs[trt_name], precision)
-            + compare_outputs("torch-fp32", outs["torch-fp32"], trt_name, outs[trt_name], precision))
+    trt_name = trt_runner.name + (" (emulated)" if trt_runner.emulated else "")
+    return (compare_outputs("onnxruntime", outs["onnxruntime"], trt_name, outs[trt_runner.name], precision)
+            + compare_outputs("torch-fp32", outs["torch-fp32"], trt_name, outs[trt_runner.name], precision))

@@ -86,7 +86,7 @@ def test_build_path(strict, tmp_path):
 
     plan = tmp_path / "engines" / "svt_s.fp16.plan"
     assert res.plan_path == plan and plan.read_bytes() == b"\0" * 64
-    meta = json.loads(plan.with_suffix(".json").read_text())
+    meta = json.loads(plan.with_name(plan.name + ".json").read_text())
     assert meta["tensorrt"] == trt.__version__ and meta["precision"] == "fp16" and meta["gpu"] == DEVICE
     assert meta["profile"] == {"input": {"min": [1, 3, 32, 32], "opt": [8, 3, 32, 32], "max": [64, 3, 32, 32]}}
     assert meta["inputs"] == [{"name": "input", "shape": [-1, 3, 32, 32], "dtype": "FLOAT"}]

@@ -1,0 +1,917 @@
+"""A TensorRT emulator: the part of the `tensorrt` Python API twins-trt uses, runnable on a CPU.
+
+    PYTHONPATH=tools/trt_emulator twins-build export/svt_s.fp16.onnx     # `import tensorrt` loads this
+
+Why: no machine this project gets has TensorRT's runtime libraries, so the build -> run -> verify path
+would otherwise never execute. This module is a fake that earns trust (fakeredis style):
+- the real signatures: every class and method here carries the parameter names and defaults of the
+  real 10.x/11.x bindings, checked in CI against them (tests/trt/api/test_emulator_signatures.py);
+- TensorRT's documented refusals: parser errors on a bad ONNX; every dynamic input needs a profile
+  with min <= opt <= max of the input's rank; `set_input_shape` returns False outside the active
+  profile; `get_tensor_shape` shows -1 until the input shapes are set; `execute_async_v3` fails
+  unless every I/O tensor has an address and every input a shape; `deserialize_cuda_engine` returns
+  None, with a logged error, for a plan from another TensorRT version or device; networks are strongly
+  typed (the STRONGLY_TYPED flag on 10, where precision builder flags are then refused; always on 11,
+  which has no FP16/INT8 flags at all);
+- real numbers: the serialized "engine" is a header (version, device, profiles, I/O) plus the ONNX;
+  `execute_async_v3` reads the inputs from the bound host addresses, runs the graph on ONNX Runtime's
+  CPU provider and writes the outputs to the bound output addresses.
+
+Environment: TRT_EMULATOR_VERSION=10|11 (or a full version such as 11.4.0.106; default 11) picks the API
+emulated; TRT_EMULATOR_DEVICE names the emulated device (default "TensorRT emulator (host CPU)");
+TRT_EMULATOR_THREADS sets ONNX Runtime's intra-op threads (default: its own).
+
+Not TensorRT: there is no GPU, no kernel selection and no fusion here. Figures measured under it are
+labelled *emulated* by twins-trt and never reported as TensorRT's. Device memory is host memory.
+`__emulator__` (True) is the one name the real module lacks; it is how twins-trt knows.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import hashlib
+import json
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+_FULL = {"10": "10.16.1.11", "11": "11.4.0.106"}
+_requested = os.environ.get("TRT_EMULATOR_VERSION", "11").strip()
+_base = _FULL.get(_requested, _requested)
+if _base.split(".")[0] not in _FULL:
+    raise ImportError(f"TRT_EMULATOR_VERSION must be 10 or 11 (or a full 10.x/11.x version), got {_requested!r}")
+
+__version__ = f"{_base}+emulator"
+__emulator__ = True
+_MAJOR = int(_base.split(".")[0])
+_MAGIC = b"TWINS-TRT-EMULATED-PLAN\n"
+_CACHE_MAGIC = b"TWINS-TRT-EMULATED-TIMING-CACHE\n"
+DEFAULT_DEVICE = "TensorRT emulator (host CPU)"
+
+
+def emulated_device() -> dict[str, str]:
+    """The device plans are built for and loaded on: name and compute capability (0.0: not a GPU)."""
+    return {"name": os.environ.get("TRT_EMULATOR_DEVICE", DEFAULT_DEVICE), "compute_capability": "0.0"}
+
+
+# ---------------------------------------------------------------------------------------------- enums
+
+
+class DataType(enum.IntEnum):
+    FLOAT = 0
+    HALF = 1
+    INT8 = 2
+    INT32 = 3
+    BOOL = 4
+    UINT8 = 5
+    BF16 = 7
+    INT64 = 8
+
+
+class TensorIOMode(enum.IntEnum):
+    NONE = 0
+    INPUT = 1
+    OUTPUT = 2
+
+
+class ErrorCode(enum.IntEnum):
+    SUCCESS = 0
+    INTERNAL_ERROR = 1
+    MEM_ALLOC_FAILED = 2
+    MODEL_DESERIALIZE_FAILED = 3
+    INVALID_VALUE = 4
+    INVALID_GRAPH = 5
+    INVALID_NODE = 6
+    UNSUPPORTED_GRAPH = 7
+    UNSUPPORTED_NODE = 8
+    UNSUPPORTED_NODE_DATATYPE = 11
+
+
+class LayerType(enum.IntEnum):
+    CONVOLUTION = 0
+    ACTIVATION = 3
+    POOLING = 4
+    SOFTMAX = 7
+    CONCATENATION = 9
+    ELEMENTWISE = 10
+    UNARY = 12
+    PADDING = 13
+    SHUFFLE = 14
+    REDUCE = 15
+    GATHER = 17
+    MATRIX_MULTIPLY = 18
+    CONSTANT = 20
+    IDENTITY = 21
+    CAST = 22
+    SLICE = 24
+    SHAPE = 25
+    QUANTIZE = 35
+    DEQUANTIZE = 36
+    NORMALIZATION = 45
+    PLUGIN_V3 = 46
+
+
+class MemoryPoolType(enum.IntEnum):
+    WORKSPACE = 0
+
+
+class EngineStat(enum.IntEnum):
+    TOTAL_WEIGHTS_SIZE = 0
+
+
+class ExecutionContextAllocationStrategy(enum.IntEnum):
+    STATIC = 0
+    ON_PROFILE_CHANGE = 1
+    USER_MANAGED = 2
+
+
+if _MAJOR == 10:
+    class NetworkDefinitionCreationFlag(enum.IntEnum):
+        EXPLICIT_BATCH = 0
+        STRONGLY_TYPED = 1
+
+    class BuilderFlag(enum.IntEnum):  # FP16/INT8/BF16 exist on 10 (deprecated) and are refused on strongly typed networks
+        FP16 = 0
+        BF16 = 1
+        INT8 = 2
+        DEBUG = 3
+        GPU_FALLBACK = 4
+        REFIT = 5
+        DISABLE_TIMING_CACHE = 6
+        TF32 = 8
+        OBEY_PRECISION_CONSTRAINTS = 12
+        PREFER_PRECISION_CONSTRAINTS = 13
+else:
+    class NetworkDefinitionCreationFlag(enum.IntEnum):  # kept on 11, and ignored: every network is strongly typed
+        STRONGLY_TYPED = 1
+
+    class BuilderFlag(enum.IntEnum):
+        DEBUG = 3
+        GPU_FALLBACK = 4
+        REFIT = 5
+        DISABLE_TIMING_CACHE = 6
+        TF32 = 8
+
+_PRECISION_FLAGS = {"FP16", "BF16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"}
+_DEFAULT_FLAGS = {"TF32"}  # TensorRT enables TF32 by default
+
+
+# ---------------------------------------------------------------------------------------------- logging
+
+
+class ILogger:
+    class Severity(enum.IntEnum):
+        INTERNAL_ERROR = 0
+        ERROR = 1
+        WARNING = 2
+        INFO = 3
+        VERBOSE = 4
+
+    INTERNAL_ERROR = Severity.INTERNAL_ERROR
+    ERROR = Severity.ERROR
+    WARNING = Severity.WARNING
+    INFO = Severity.INFO
+    VERBOSE = Severity.VERBOSE
+
+    def log(self, severity, msg):
+        raise NotImplementedError
+
+
+class Logger(ILogger):
+    """Prints `[TRT] [E] ...` lines to stderr at or above `min_severity`, as the real trt.Logger does."""
+
+    _TAGS = {0: "F", 1: "E", 2: "W", 3: "I", 4: "V"}
+
+    def __init__(self, min_severity=ILogger.Severity.WARNING):
+        self.min_severity = ILogger.Severity(min_severity)
+
+    def log(self, severity, msg):
+        if int(severity) <= int(self.min_severity):
+            print(f"[TRT] [{self._TAGS[int(severity)]}] {msg}", file=sys.stderr)
+
+
+def _error(logger, msg: str) -> None:
+    logger.log(ILogger.Severity.ERROR, msg)
+
+
+def init_libnvinfer_plugins(logger, namespace):
+    """TensorRT's standard plugins: none are emulated, so there is nothing to register; True as TensorRT returns."""
+    _check_type(namespace, str, "init_libnvinfer_plugins namespace")
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- basic types
+
+
+class Dims(tuple):
+    """A shape; -1 marks a dimension not known yet."""
+
+    def __new__(cls, shape=()):
+        return super().__new__(cls, (int(d) for d in shape))
+
+    def __repr__(self) -> str:
+        return f"({', '.join(map(str, self))})"
+
+
+class IHostMemory(bytes):
+    """Serialized data (an engine, a timing cache): the buffer protocol, `nbytes` and `dtype`."""
+
+    @property
+    def nbytes(self) -> int:
+        return len(self)
+
+    @property
+    def dtype(self):
+        return DataType.UINT8
+
+
+def _to_dims(value, what: str) -> Dims:
+    if not isinstance(value, (tuple, list, Dims)) or not all(hasattr(v, "__index__") for v in value):
+        raise TypeError(f"{what}: incompatible function arguments; expected Dims (a sequence of ints), got {value!r}")
+    return Dims(value)
+
+
+def _check_type(value, types, what: str):
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in (types if isinstance(types, tuple)
+                                                                                   else (types,))):
+        raise TypeError(f"{what}: incompatible function arguments; got {type(value).__name__} {value!r}")
+    return value
+
+
+# ONNX TensorProto element type -> (DataType, numpy dtype)
+_ONNX_TYPES = {1: (DataType.FLOAT, np.float32), 10: (DataType.HALF, np.float16), 3: (DataType.INT8, np.int8),
+               2: (DataType.UINT8, np.uint8), 6: (DataType.INT32, np.int32), 7: (DataType.INT64, np.int64),
+               9: (DataType.BOOL, np.bool_)}
+_NUMPY = {dt: np.dtype(npt) for dt, npt in _ONNX_TYPES.values()}
+
+
+class ITensor:
+    def __init__(self, name: str, shape: Dims, dtype: DataType, is_input: bool):
+        self._name, self._shape, self._dtype, self._is_input = name, shape, dtype, is_input
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def shape(self) -> Dims:
+        return self._shape
+
+    @property
+    def dtype(self) -> DataType:
+        return self._dtype
+
+    @property
+    def is_network_input(self) -> bool:
+        return self._is_input
+
+    @property
+    def is_network_output(self) -> bool:
+        return not self._is_input
+
+
+# ---------------------------------------------------------------------------------------------- network and parser
+
+# ONNX op -> the TensorRT layer its parser makes (approximately: one layer per node, no fusion, for tools such
+# as ModelOpt that walk the network's layers); an op outside the default domain is a plugin.
+_LAYER_OF_OP = {"Conv": "CONVOLUTION", "MatMul": "MATRIX_MULTIPLY", "Gemm": "MATRIX_MULTIPLY", "Softmax": "SOFTMAX",
+                "Add": "ELEMENTWISE", "Sub": "ELEMENTWISE", "Mul": "ELEMENTWISE", "Div": "ELEMENTWISE",
+                "Pow": "ELEMENTWISE", "Reshape": "SHUFFLE", "Transpose": "SHUFFLE", "Flatten": "SHUFFLE",
+                "Concat": "CONCATENATION", "Split": "SLICE", "Slice": "SLICE", "Gather": "GATHER",
+                "Cast": "CAST", "Constant": "CONSTANT", "Identity": "IDENTITY", "Shape": "SHAPE",
+                "QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Pad": "PADDING",
+                "LayerNormalization": "NORMALIZATION", "GlobalAveragePool": "POOLING", "AveragePool": "POOLING",
+                "MaxPool": "POOLING", "ReduceMean": "REDUCE", "ReduceSum": "REDUCE", "Relu": "ACTIVATION",
+                "Gelu": "ACTIVATION", "Sigmoid": "ACTIVATION", "Tanh": "ACTIVATION"}
+
+
+class ILayer:
+    def __init__(self, name: str, type_: LayerType, inputs: list[ITensor], outputs: list[ITensor]):
+        self._name, self._type, self._inputs, self._outputs = name, type_, inputs, outputs
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def type(self) -> LayerType:
+        return self._type
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self._inputs)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self._outputs)
+
+    def get_input(self, index):
+        return self._inputs[_check_type(index, int, "ILayer.get_input")]
+
+    def get_output(self, index):
+        return self._outputs[_check_type(index, int, "ILayer.get_output")]
+
+
+def _layers(model) -> list[ILayer]:
+    """One layer per node, its tensors typed and shaped by ONNX shape inference (-1 where unknown)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # shapes are a courtesy here; the parse already succeeded
+        inferred = model
+    g = inferred.graph
+    infos = {vi.name: vi for vi in (*g.input, *g.value_info, *g.output)}
+    inits = {i.name: i for i in g.initializer}
+    tensors: dict[str, ITensor] = {}
+
+    def tensor(name: str) -> ITensor:
+        if name not in tensors:
+            if name in infos:
+                t = _tensor(infos[name], False)
+            elif name in inits:
+                init = inits[name]
+                t = ITensor(name, Dims(init.dims), _ONNX_TYPES.get(init.data_type, (DataType.FLOAT,))[0], False)
+            else:
+                t = ITensor(name, Dims(), DataType.FLOAT, False)
+            tensors[name] = t
+        return tensors[name]
+
+    out = []
+    for i, n in enumerate(model.graph.node):
+        kind = "PLUGIN_V3" if n.domain not in ("", "ai.onnx") else _LAYER_OF_OP.get(n.op_type, "UNARY")
+        out.append(ILayer(n.name or f"node_{i}", LayerType[kind], [tensor(x) for x in n.input if x],
+                          [tensor(x) for x in n.output if x]))
+    return out
+
+
+class INetworkDefinition:
+    def __init__(self, flags: int):
+        self._flags = flags
+        self._inputs: list[ITensor] = []
+        self._outputs: list[ITensor] = []
+        self._onnx: bytes | None = None
+        self._layers: list[ILayer] = []
+        self._weights_bytes = 0
+
+    @property
+    def flags(self) -> int:
+        return self._flags
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self._inputs)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self._outputs)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._layers)
+
+    def get_layer(self, index):
+        return self._layers[_check_type(index, int, "INetworkDefinition.get_layer")]
+
+    def get_input(self, index):
+        return self._inputs[_check_type(index, int, "INetworkDefinition.get_input")]
+
+    def get_output(self, index):
+        return self._outputs[_check_type(index, int, "INetworkDefinition.get_output")]
+
+    @property
+    def _strongly_typed(self) -> bool:
+        return _MAJOR >= 11 or bool(self._flags & (1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)))
+
+
+class ParserError:
+    def __init__(self, code: ErrorCode, desc: str, node: int = -1, node_name: str = "", node_operator: str = ""):
+        self._code, self._desc, self._node, self._name, self._op = code, desc, node, node_name, node_operator
+
+    def code(self):
+        return self._code
+
+    def desc(self):
+        return self._desc
+
+    def node(self):
+        return self._node
+
+    def node_name(self):
+        return self._name
+
+    def node_operator(self):
+        return self._op
+
+
+class OnnxParser:
+    """Parses by loading the model with `onnx`, checking it, and opening it in ONNX Runtime (CPU)."""
+
+    def __init__(self, network, logger):
+        self._network = _check_type(network, INetworkDefinition, "OnnxParser.__init__ network")
+        self._logger = _check_type(logger, ILogger, "OnnxParser.__init__ logger")
+        self._errors: list[ParserError] = []
+
+    @property
+    def num_errors(self) -> int:
+        return len(self._errors)
+
+    def get_error(self, index):
+        return self._errors[_check_type(index, int, "OnnxParser.get_error")]
+
+    def clear_errors(self):
+        self._errors = []
+
+    def parse_from_file(self, model):
+        _check_type(model, str, "OnnxParser.parse_from_file model")
+        try:
+            data = Path(model).read_bytes()
+        except OSError as e:
+            return self._fail(ErrorCode.MODEL_DESERIALIZE_FAILED, f"cannot read {model}: {e.strerror or e}")
+        return self._parse(data, str(Path(model).parent))
+
+    def parse(self, model, path=None):
+        return self._parse(bytes(memoryview(model)), str(Path(path).parent) if path else None)
+
+    def _fail(self, code: ErrorCode, desc: str, node: int = -1, name: str = "", op: str = "") -> bool:
+        self._errors.append(ParserError(code, desc, node, name, op))
+        _error(self._logger, f"ModelImporter: {desc}")
+        return False
+
+    def _parse(self, data: bytes, base_dir: str | None) -> bool:
+        import onnx
+
+        try:
+            model = onnx.load_from_string(data)
+            if base_dir is not None:
+                from onnx.external_data_helper import load_external_data_for_model
+
+                if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+                    load_external_data_for_model(model, base_dir)
+        except Exception as e:  # DecodeError and friends
+            return self._fail(ErrorCode.MODEL_DESERIALIZE_FAILED, f"failed to parse the ONNX model ({e})")
+        try:
+            onnx.checker.check_model(model)
+        except Exception as e:
+            return self._fail(ErrorCode.INVALID_GRAPH, f"invalid ONNX graph: {str(e).splitlines()[0]}")
+        data = model.SerializeToString()
+        try:
+            _session(data)
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            idx, node = _node_named_in(model, msg)
+            return self._fail(ErrorCode.UNSUPPORTED_NODE, msg, idx, node.name if node else "",
+                              node.op_type if node else "")
+        net = self._network
+        inits = {i.name for i in model.graph.initializer}
+        net._inputs = [_tensor(vi, True) for vi in model.graph.input if vi.name not in inits]
+        net._outputs = [_tensor(vi, False) for vi in model.graph.output]
+        bad = [t for t in net._inputs + net._outputs if t.dtype is None]
+        if bad:
+            return self._fail(ErrorCode.UNSUPPORTED_NODE_DATATYPE, f"unsupported I/O data type for {bad[0].name!r}")
+        net._onnx = data
+        net._layers = _layers(model)
+        net._weights_bytes = sum(len(i.raw_data) for i in model.graph.initializer)
+        return True
+
+
+def _tensor(vi, is_input: bool) -> ITensor:
+    t = vi.type.tensor_type
+    dims = Dims(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+    dtype = _ONNX_TYPES.get(t.elem_type, (None, None))[0]
+    return ITensor(vi.name, dims, dtype, is_input)
+
+
+def _node_named_in(model, msg: str):
+    for i, n in enumerate(model.graph.node):
+        if n.name and n.name in msg:
+            return i, n
+    for i, n in enumerate(model.graph.node):  # ONNX Runtime often names the op type, not the node
+        if f"{n.domain}:{n.op_type}" in msg or f" {n.op_type}(" in msg or f"'{n.op_type}'" in msg:
+            return i, n
+    return -1, None
+
+
+def _session(onnx_bytes: bytes):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    threads = int(os.environ.get("TRT_EMULATOR_THREADS", "0") or 0)
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+# ---------------------------------------------------------------------------------------------- builder
+
+
+class IOptimizationProfile:
+    def __init__(self):
+        self._shapes: dict[str, tuple[Dims, Dims, Dims]] = {}
+        self._invalid: list[str] = []
+
+    def set_shape(self, input, min, opt, max):  # noqa: A002 - the real parameter names
+        _check_type(input, str, "IOptimizationProfile.set_shape input")
+        lo, mid, hi = (_to_dims(d, "IOptimizationProfile.set_shape") for d in (min, opt, max))
+        if not (len(lo) == len(mid) == len(hi)) or any(d < 0 for d in lo) or \
+                not all(a <= b <= c for a, b, c in zip(lo, mid, hi)):
+            self._invalid.append(f"{input}: need min <= opt <= max of one rank, got min {lo} opt {mid} max {hi}")
+        self._shapes[input] = (lo, mid, hi)
+
+    def get_shape(self, input):  # noqa: A002
+        return list(self._shapes.get(input, (Dims(), Dims(), Dims())))
+
+
+class ITimingCache:
+    def __init__(self, data: bytes):
+        self._foreign = bool(data) and not data.startswith(_CACHE_MAGIC + __version__.encode())
+        self._data = data if data and not self._foreign else _CACHE_MAGIC + __version__.encode() + b"\n"
+
+    def combine(self, input_cache, ignore_mismatch):
+        _check_type(input_cache, ITimingCache, "ITimingCache.combine input_cache")
+        _check_type(ignore_mismatch, bool, "ITimingCache.combine ignore_mismatch")
+        return not input_cache._foreign or ignore_mismatch
+
+    def serialize(self):
+        return IHostMemory(self._data)
+
+
+class IBuilderConfig:
+    def __init__(self):
+        self._flags = {f for f in _DEFAULT_FLAGS if hasattr(BuilderFlag, f)}
+        self._pools: dict[MemoryPoolType, int] = {}
+        self._profiles: list[IOptimizationProfile] = []
+        self._opt_level = 3
+        self._cache: ITimingCache | None = None
+
+    def set_flag(self, flag):
+        self._flags.add(_check_type(flag, BuilderFlag, "IBuilderConfig.set_flag").name)
+
+    def clear_flag(self, flag):
+        self._flags.discard(_check_type(flag, BuilderFlag, "IBuilderConfig.clear_flag").name)
+
+    def get_flag(self, flag):
+        return _check_type(flag, BuilderFlag, "IBuilderConfig.get_flag").name in self._flags
+
+    def set_memory_pool_limit(self, pool, pool_size):
+        _check_type(pool, MemoryPoolType, "IBuilderConfig.set_memory_pool_limit pool")
+        self._pools[pool] = _check_type(pool_size, int, "IBuilderConfig.set_memory_pool_limit pool_size")
+
+    @property
+    def builder_optimization_level(self) -> int:
+        return self._opt_level
+
+    @builder_optimization_level.setter
+    def builder_optimization_level(self, value) -> None:
+        self._opt_level = _check_type(value, int, "IBuilderConfig.builder_optimization_level")
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return len(self._profiles)
+
+    def add_optimization_profile(self, profile):
+        _check_type(profile, IOptimizationProfile, "IBuilderConfig.add_optimization_profile")
+        if profile._invalid:  # TensorRT checks the profile here and returns -1
+            return -1
+        self._profiles.append(profile)
+        return len(self._profiles) - 1
+
+    def create_timing_cache(self, serialized_timing_cache):
+        return ITimingCache(bytes(memoryview(serialized_timing_cache)))
+
+    def set_timing_cache(self, cache, ignore_mismatch):
+        _check_type(cache, ITimingCache, "IBuilderConfig.set_timing_cache cache")
+        _check_type(ignore_mismatch, bool, "IBuilderConfig.set_timing_cache ignore_mismatch")
+        if cache._foreign and not ignore_mismatch:
+            return False
+        self._cache = cache
+        return True
+
+    def get_timing_cache(self):
+        return self._cache
+
+
+class Builder:
+    def __init__(self, logger):
+        self._logger = _check_type(logger, ILogger, "Builder.__init__ logger")
+
+    def create_network(self, flags=0):
+        return INetworkDefinition(_check_type(flags, int, "Builder.create_network flags"))
+
+    def create_builder_config(self):
+        return IBuilderConfig()
+
+    def create_optimization_profile(self):
+        return IOptimizationProfile()
+
+    def build_serialized_network(self, network, config):
+        _check_type(network, INetworkDefinition, "Builder.build_serialized_network network")
+        _check_type(config, IBuilderConfig, "Builder.build_serialized_network config")
+        problems = _build_problems(network, config)
+        for p in problems:
+            _error(self._logger, p)
+        if problems:
+            return None
+        header = {
+            "tensorrt": __version__,
+            "device": emulated_device(),
+            "strongly_typed": network._strongly_typed,
+            "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network._inputs],
+            "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network._outputs],
+            "profiles": [{n: [list(d) for d in p._shapes[n]] for n in (t.name for t in network._inputs)}
+                         for p in config._profiles],
+            "weights_bytes": network._weights_bytes,
+            "onnx_sha256": hashlib.sha256(network._onnx).hexdigest(),
+        }
+        head = json.dumps(header).encode()
+        return IHostMemory(_MAGIC + struct.pack("<I", len(head)) + head + network._onnx)
+
+
+def _build_problems(network: INetworkDefinition, config: IBuilderConfig) -> list[str]:
+    if network._onnx is None:
+        return ["Network must have at least one output (nothing was parsed into it)"]
+    out = []
+    if network._strongly_typed:
+        flags = sorted(config._flags & _PRECISION_FLAGS)
+        if flags:
+            out.append(f"BuilderFlag {', '.join(flags)} cannot be set for a strongly typed network: "
+                       "precision comes from the network's types")
+    else:  # TensorRT 10 without STRONGLY_TYPED: weak typing is not emulated
+        out.append("the emulator builds strongly typed networks only: create the network with "
+                   "NetworkDefinitionCreationFlag.STRONGLY_TYPED on TensorRT 10")
+    dynamic = [t for t in network._inputs if any(d < 0 for d in t.shape)]
+    if dynamic and not config._profiles:
+        out.append("Network has dynamic or shape inputs, but no optimization profile has been defined.")
+    for i, p in enumerate(config._profiles):
+        for t in network._inputs:
+            if t.name not in p._shapes:
+                if any(d < 0 for d in t.shape):
+                    out.append(f"optimization profile {i} has no dimensions for dynamic input {t.name!r}")
+                else:
+                    p._shapes[t.name] = (t.shape, t.shape, t.shape)
+                continue
+            for which, dims in zip(("min", "opt", "max"), p._shapes[t.name]):
+                if len(dims) != len(t.shape):
+                    out.append(f"optimization profile {i}: {which} {dims} of {t.name!r} has rank {len(dims)}, "
+                               f"the input has rank {len(t.shape)}")
+                elif any(s >= 0 and d != s for d, s in zip(dims, t.shape)):
+                    out.append(f"optimization profile {i}: {which} {dims} of {t.name!r} contradicts its static "
+                               f"dimensions {t.shape}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- runtime
+
+
+class Runtime:
+    def __init__(self, logger):
+        self._logger = _check_type(logger, ILogger, "Runtime.__init__ logger")
+
+    def deserialize_cuda_engine(self, serialized_engine):
+        data = bytes(memoryview(serialized_engine))
+        if not data.startswith(_MAGIC) or len(data) < len(_MAGIC) + 4:
+            _error(self._logger, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (Serialization "
+                                 "assertion plan magic tag does not match; this is not a plan)")
+            return None
+        (n,) = struct.unpack_from("<I", data, len(_MAGIC))
+        start = len(_MAGIC) + 4
+        try:
+            header = json.loads(data[start:start + n])
+        except ValueError:
+            _error(self._logger, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (corrupt plan header)")
+            return None
+        if header.get("tensorrt") != __version__:
+            _error(self._logger, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (Serialization "
+                                 "assertion stdVersionRead == kSERIALIZATION_VERSION failed. The engine plan file is "
+                                 f"not compatible with this version of TensorRT, expecting library version "
+                                 f"{__version__} got {header.get('tensorrt')}, please rebuild.)")
+            return None
+        if header.get("device") != emulated_device():
+            _error(self._logger, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (The engine plan file "
+                                 f"is generated on an incompatible device, expecting {emulated_device()['name']} got "
+                                 f"{(header.get('device') or {}).get('name')}, please rebuild.)")
+            return None
+        onnx_bytes = data[start + n:]
+        if hashlib.sha256(onnx_bytes).hexdigest() != header.get("onnx_sha256"):
+            _error(self._logger, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (truncated plan)")
+            return None
+        return ICudaEngine(header, onnx_bytes, self._logger)
+
+
+class ICudaEngine:
+    def __init__(self, header: dict, onnx_bytes: bytes, logger):
+        self._header, self._onnx, self._logger = header, onnx_bytes, logger
+        self._io = [(name, TensorIOMode.INPUT, Dims(shape), DataType[dt]) for name, shape, dt in header["inputs"]]
+        self._io += [(name, TensorIOMode.OUTPUT, Dims(shape), DataType[dt]) for name, shape, dt in header["outputs"]]
+        self._by_name = {t[0]: t for t in self._io}
+        self._profiles = [{n: [Dims(d) for d in dims] for n, dims in p.items()} for p in header["profiles"]]
+        self._sess = None
+        self._out_dims: dict[tuple, dict[str, Dims]] = {}
+
+    @property
+    def num_io_tensors(self) -> int:
+        return len(self._io)
+
+    @property
+    def num_optimization_profiles(self) -> int:
+        return max(1, len(self._profiles))
+
+    @property
+    def num_layers(self) -> int:
+        return 1
+
+    @property
+    def device_memory_size_v2(self) -> int:
+        return 0  # activations live in ONNX Runtime's host arena, not in emulated device memory
+
+    def get_engine_stat(self, stat=EngineStat.TOTAL_WEIGHTS_SIZE):
+        _check_type(stat, EngineStat, "ICudaEngine.get_engine_stat")
+        return int(self._header.get("weights_bytes", 0))
+
+    def get_tensor_name(self, index):
+        return self._io[_check_type(index, int, "ICudaEngine.get_tensor_name")][0]
+
+    def get_tensor_mode(self, name):
+        t = self._by_name.get(_check_type(name, str, "ICudaEngine.get_tensor_mode"))
+        return t[1] if t else TensorIOMode.NONE
+
+    def get_tensor_dtype(self, name):
+        t = self._by_name.get(_check_type(name, str, "ICudaEngine.get_tensor_dtype"))
+        if t is None:
+            _error(self._logger, f"ICudaEngine::getTensorDataType: no tensor named {name!r}")
+            return DataType.FLOAT
+        return t[3]
+
+    def get_tensor_shape(self, name):
+        t = self._by_name.get(_check_type(name, str, "ICudaEngine.get_tensor_shape"))
+        if t is None:
+            _error(self._logger, f"ICudaEngine::getTensorShape: no tensor named {name!r}")
+            return Dims([-1])
+        return t[2]
+
+    def get_tensor_profile_shape(self, name, profile_index):
+        _check_type(name, str, "ICudaEngine.get_tensor_profile_shape name")
+        _check_type(profile_index, int, "ICudaEngine.get_tensor_profile_shape profile_index")
+        t = self._by_name.get(name)
+        if t is None or t[1] != TensorIOMode.INPUT or not 0 <= profile_index < self.num_optimization_profiles:
+            _error(self._logger, f"ICudaEngine::getProfileShape: no input {name!r} in profile {profile_index}")
+            return []
+        if not self._profiles:
+            return [t[2], t[2], t[2]]
+        return list(self._profiles[profile_index][name])
+
+    def create_execution_context(self, strategy=ExecutionContextAllocationStrategy.STATIC):
+        _check_type(strategy, ExecutionContextAllocationStrategy, "ICudaEngine.create_execution_context")
+        return IExecutionContext(self)
+
+    # -- emulation
+
+    def _session(self):
+        if self._sess is None:
+            self._sess = _session(self._onnx)
+        return self._sess
+
+    def _output_dims(self, shapes: dict[str, Dims]) -> dict[str, Dims]:
+        """Output shapes for these input shapes: from the graph's symbols, else by running it once on zeros."""
+        key = tuple(sorted(shapes.items()))
+        if key not in self._out_dims:
+            sess = self._session()
+            symbols = {}
+            for i in sess.get_inputs():
+                for d, v in zip(i.shape, shapes[i.name]):
+                    if isinstance(d, str):
+                        symbols[d] = v
+            outs = {}
+            for o in sess.get_outputs():
+                dims = [d if isinstance(d, int) else symbols.get(d) for d in o.shape]
+                outs[o.name] = dims
+            if any(d is None for dims in outs.values() for d in dims):
+                feed = {n: np.zeros(s, _NUMPY[self._by_name[n][3]]) for n, s in shapes.items()}
+                res = sess.run(None, feed)
+                outs = {o.name: list(r.shape) for o, r in zip(sess.get_outputs(), res)}
+            self._out_dims[key] = {n: Dims(d) for n, d in outs.items()}
+        return self._out_dims[key]
+
+
+class IExecutionContext:
+    def __init__(self, engine: ICudaEngine):
+        self._engine = engine
+        self._profile = 0
+        self._shapes: dict[str, Dims] = {}
+        self._addresses: dict[str, int] = {}
+
+    @property
+    def engine(self):
+        return self._engine
+
+    @property
+    def active_optimization_profile(self) -> int:
+        return self._profile
+
+    @property
+    def all_binding_shapes_specified(self) -> bool:
+        return not self.infer_shapes()
+
+    def set_optimization_profile_async(self, profile_index, stream_handle):
+        _check_type(profile_index, int, "IExecutionContext.set_optimization_profile_async profile_index")
+        _check_type(stream_handle, int, "IExecutionContext.set_optimization_profile_async stream_handle")
+        if not 0 <= profile_index < self._engine.num_optimization_profiles:
+            _error(self._engine._logger, f"IExecutionContext::setOptimizationProfileAsync: profile index "
+                                         f"{profile_index} is out of range [0, {self._engine.num_optimization_profiles})")
+            return False
+        if profile_index != self._profile:
+            self._profile = profile_index
+            self._shapes = {}  # input shapes must be set again for the new profile
+        return True
+
+    def set_input_shape(self, name, shape):
+        _check_type(name, str, "IExecutionContext.set_input_shape name")
+        shape = _to_dims(_check_type(shape, (tuple, list), "IExecutionContext.set_input_shape shape"),
+                         "IExecutionContext.set_input_shape")
+        eng = self._engine
+        t = eng._by_name.get(name)
+        log = eng._logger
+        if t is None or t[1] != TensorIOMode.INPUT:
+            _error(log, f"IExecutionContext::setInputShape: Error Code 3: API Usage Error ({name!r} is not an input)")
+            return False
+        lo, _, hi = eng.get_tensor_profile_shape(name, self._profile)
+        if len(shape) != len(t[2]) or not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
+            _error(log, "IExecutionContext::setInputShape: Error Code 3: API Usage Error (Parameter check failed, "
+                        f"condition: engineDims.d[i] == dims.d[i] or within the profile. Shape {shape} of {name!r} is "
+                        f"outside optimization profile {self._profile}: min {lo}, max {hi}.)")
+            return False
+        self._shapes[name] = shape
+        return True
+
+    def get_tensor_shape(self, name):
+        _check_type(name, str, "IExecutionContext.get_tensor_shape")
+        eng = self._engine
+        t = eng._by_name.get(name)
+        if t is None:
+            _error(eng._logger, f"IExecutionContext::getTensorShape: no tensor named {name!r}")
+            return Dims([-1])
+        if t[1] == TensorIOMode.INPUT:
+            return self._shapes.get(name, t[2])
+        if self.infer_shapes():
+            return Dims(-1 if d < 0 else d for d in t[2])
+        return eng._output_dims(self._shapes)[name]
+
+    def infer_shapes(self):
+        return [n for n, mode, dims, _ in self._engine._io
+                if mode == TensorIOMode.INPUT and n not in self._shapes and any(d < 0 for d in dims)]
+
+    def set_tensor_address(self, name, memory):
+        _check_type(name, str, "IExecutionContext.set_tensor_address name")
+        _check_type(memory, int, "IExecutionContext.set_tensor_address memory")
+        if name not in self._engine._by_name:
+            _error(self._engine._logger, f"IExecutionContext::setTensorAddress: no tensor named {name!r}")
+            return False
+        if memory == 0:
+            _error(self._engine._logger, f"IExecutionContext::setTensorAddress: null address for {name!r}")
+            return False
+        self._addresses[name] = memory
+        return True
+
+    def get_tensor_address(self, name):
+        return self._addresses.get(_check_type(name, str, "IExecutionContext.get_tensor_address"), 0)
+
+    def execute_async_v3(self, stream_handle):
+        _check_type(stream_handle, int, "IExecutionContext.execute_async_v3 stream_handle")
+        eng, log = self._engine, self._engine._logger
+        unset = self.infer_shapes()
+        if unset:
+            _error(log, f"IExecutionContext::enqueueV3: Error Code 3: API Usage Error (input shapes not specified "
+                        f"for {unset})")
+            return False
+        missing = [n for n, *_ in eng._io if n not in self._addresses]
+        if missing:
+            _error(log, f"IExecutionContext::enqueueV3: Error Code 3: API Usage Error (Parameter check failed, "
+                        f"condition: mContext.profileObliviousBindings.at(profileObliviousIndex) || "
+                        f"getPtrOrNull(mOutputAllocators, profileObliviousIndex). Address is not set for "
+                        f"{missing}.)")
+            return False
+        shapes = {n: self.get_tensor_shape(n) for n, *_ in eng._io}
+        feed = {}
+        for n, mode, _, dt in eng._io:
+            if mode == TensorIOMode.INPUT:
+                feed[n] = _read(self._addresses[n], shapes[n], _NUMPY[dt])
+        outs = eng._session().run([n for n, mode, *_ in eng._io if mode == TensorIOMode.OUTPUT], feed)
+        for (n, *_rest), value in zip([t for t in eng._io if t[1] == TensorIOMode.OUTPUT], outs):
+            want_dt = _NUMPY[eng._by_name[n][3]]
+            value = np.ascontiguousarray(value, dtype=want_dt)
+            if tuple(value.shape) != tuple(shapes[n]):
+                _error(log, f"IExecutionContext::enqueueV3: output {n!r} has shape {value.shape}, expected {shapes[n]}")
+                return False
+            ctypes.memmove(self._addresses[n], value.ctypes.data, value.nbytes)
+        return True
+
+
+def _read(address: int, shape, dtype: np.dtype) -> np.ndarray:
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = (ctypes.c_char * n).from_address(address)
+    return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape, dtype=np.int64))).reshape(shape).copy()
