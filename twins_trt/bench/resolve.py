@@ -93,7 +93,7 @@ def ensure_onnx(variant: str, precisions: list[str], batches: list[int], *, img_
         return found
     opts = ExportOptions(variant=variant, out_dir=export_dir, weights=weights, precisions=tuple(missing),
                          img_size=tuple(img_size), calib_dir=calib_dir, calib_synthetic=calib_synthetic,
-                         calib_size=calib_size, progress=progress, **wanted_shape(batches))
+                         calib_size=calib_size, progress=progress, int8_fallback=False, **wanted_shape(batches))
     say(f"exporting {variant} {', '.join(opts.precisions)} to {export_dir}/{opts.stem}.*.onnx "
         f"(no matching artifact to reuse)")
     res = export_variant(opts)

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-sensitivity", action="store_true",
                    help="write the per-region INT8 sensitivity report (<stem>.int8.sensitivity.json/.png) even when "
                         "the budget is met")
+    p.add_argument("--no-int8-fallback", dest="int8_fallback", action="store_false",
+                   help="when all-INT8 misses the budget, fail (nothing written) instead of searching for FP16 regions")
     p.add_argument("--int8-regions", choices=("layer", "kind"), default="layer",
                    help="sensitivity regions: each block's sub-layers, or each sub-layer kind across blocks (quicker)")
     p.add_argument("--fp16-data-max", type=float, default=512.0,
@@ -97,6 +99,7 @@ def _main(args: argparse.Namespace) -> int:
         verify_samples=args.verify_samples, progress=not args.quiet,
         task=args.task, seg_head=args.seg_head, num_classes=args.num_classes, seg_output=args.seg_output,
         int8_budget=args.int8_budget, int8_sensitivity=args.int8_sensitivity, int8_regions=args.int8_regions,
+        int8_fallback=args.int8_fallback,
         holdout=args.int8_holdout, fp16_data_max=args.fp16_data_max,
     )
     res = export_variant(opts, on_step=None if args.quiet else lambda m: print(f"[twins-export] {m}", file=sys.stderr))

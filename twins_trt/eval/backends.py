@@ -128,7 +128,8 @@ def below_bound_int8(opts, fp32: Path, model, scratch: Path, say: Callable[[str]
 
     eo = ExportOptions(variant=opts.variant, out_dir=scratch, weights=opts.weights, precisions=("int8",),
                        img_size=opts.img_size, calib_dir=opts.calib_source_dir, calib_synthetic=opts.calib_synthetic,
-                       calib_size=opts.calib_size, progress=opts.progress, **wanted_shape(batches_for(opts.batch)))
+                       calib_size=opts.calib_size, progress=opts.progress, int8_fallback=False,
+                       **wanted_shape(batches_for(opts.batch)))
     if opts.calib_synthetic:
         calib, files = random_inputs(opts.calib_size, eo.img_size, seed=1234), []
     else:
@@ -138,7 +139,8 @@ def below_bound_int8(opts, fp32: Path, model, scratch: Path, say: Callable[[str]
     dst = Path(scratch) / f"{eo.stem}.int8.BELOW-BOUND.onnx"
     say(f"INT8 missed the export's bound; quantizing again into a temporary file for this evaluation only ({dst})")
     to_int8(fp32, dst, eo, calib, None)
-    ver = verify_artifact(dst, "int8", model, eo, None if opts.calib_synthetic else calib[:max(eo.verify_samples, 1)])
+    ver = verify_artifact(dst, "int8", model, eo, None if opts.calib_synthetic else calib[:max(eo.verify_samples, 1)],
+                          tolerance=(eo.budget.attribute, eo.budget.bound))  # the bound the export held it to
     say(ver.line())
     b = eo.dynamic_batch
     manifest = {"precision": "int8", "variant": opts.variant,

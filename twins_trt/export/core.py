@@ -81,6 +81,7 @@ class ExportOptions:
     seg_output: str = "input"  # seg: logits resized to the input ("input") or at stride 4 ("stride4")
     int8_budget: str | None = None  # "cosine>=0.995" / "agreement>=0.99"; None = budget.DEFAULT_INT8_BUDGET
     int8_sensitivity: bool = False  # always write the per-region sensitivity report
+    int8_fallback: bool = True  # budget missed: search for FP16 regions (False: write all-INT8 or fail verification)
     int8_regions: str = "layer"  # sensitivity regions: one per block and sub-layer ("layer") or per kind ("kind")
     holdout: float = 0.25  # share of the calibration images held out to verify INT8 on (never calibrated on)
     fp16_data_max: float = 512.0  # AutoCast's data_max: nodes whose I/O exceeds it on the images stay FP32
@@ -664,7 +665,8 @@ def _export_int8(opts: ExportOptions, res: ExportResult, fp32_path: Path, loaded
                   "int8_mac_share": bud.int8_mac_share(qdq, macs)}
     res.int8 = info
     exclude: list[str] = []
-    if opts.int8_sensitivity or not all_int8.meets(budget):
+    search = opts.int8_fallback and not all_int8.meets(budget)
+    if opts.int8_sensitivity or search:
         regions = bud.find_regions(fp32, qdq, opts.int8_regions)
         say(f"int8 sensitivity: {len(regions)} regions, each left out of INT8 alone, scored on {len(held)} samples")
         scores = bud.sensitivity(qdq, regions, heldout, opts.progress)
@@ -672,7 +674,7 @@ def _export_int8(opts: ExportOptions, res: ExportResult, fp32_path: Path, loaded
         report_json = out_dir / f"{opts.stem}.int8.sensitivity.json"
         extra: dict = {"regions_by": opts.int8_regions, "heldout_samples": int(len(held)),
                        "seconds": round(time.perf_counter() - t0, 1)}
-        if not all_int8.meets(budget):
+        if search:
             found = bud.search(qdq, bud.rank(scores, budget), regions, heldout, budget, all_int8, opts.progress)
             found.seconds = time.perf_counter() - t0
             extra["search"] = found.to_dict()
