@@ -53,7 +53,7 @@ def ws(tmp_path) -> dict[str, str]:
     for name, meta in [("badmeta", "{not json"), ("nokeys", json.dumps({"tensorrt": "10.16"})),
                        ("arraymeta", "[]")]:
         (w / f"{name}.plan").write_bytes(b"engine bytes")
-        (w / f"{name}.json").write_text(meta)
+        (w / f"{name}.plan.json").write_text(meta)  # engine metadata: <stem>.plan.json
     _tiny_onnx(w / "tiny.onnx")
     (w / "data" / "cat").mkdir(parents=True)
     Image.new("RGB", (40, 30), (200, 100, 50)).save(w / "data" / "cat" / "a.png")
@@ -258,7 +258,7 @@ def _interrupt_verify(monkeypatch, ws):
     import twins_trt.trt as trt
     import twins_trt.trt.verify as verify
 
-    meta = Path(ws["nokeys_plan"]).with_suffix(".json")
+    meta = Path(ws["nokeys_plan"]).with_suffix(".plan.json")
     meta.write_text(json.dumps({"onnx": ws["tiny"], "profile": {"input": {"min": [1], "opt": [1], "max": [1]}}}))
 
     def interrupted(*a, **kw):
