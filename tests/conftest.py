@@ -41,3 +41,25 @@ def photo_dir(tmp_path_factory):
             img.save(root / cls / f"{name}.{'jpg' if i % 2 == 0 else 'png'}")
     (root / "object" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     return root
+
+
+CALIBRATION_PHOTOS = [  # 24 skimage.data images: a calibration set that holds some images out (INT8 budget tests)
+    "astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass", "gravel",
+    "horse", "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "retina", "rocket", "text",
+    "binary_blobs", "checkerboard", "microaneurysms",
+]
+
+
+@pytest.fixture(scope="session")
+def calib_photos(tmp_path_factory):
+    """24 of the photographs scikit-image ships, flat, as PNG (grey and binary ones as RGB)."""
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the sample photographs")
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("skimage_photos")
+    for name in CALIBRATION_PHOTOS:
+        a = np.asarray(getattr(skdata, name)())
+        a = a.astype(np.uint8) * 255 if a.dtype == bool else a
+        Image.fromarray(a).convert("RGB").save(root / f"{name}.png")
+    return root

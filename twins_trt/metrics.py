@@ -38,7 +38,8 @@ def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int = 5) -> tuple[int, 
 
 
 def top1_agreement(logits: np.ndarray, reference: np.ndarray) -> int:
-    """How many samples have the same arg-max as the reference."""
+    """How many decisions have the same arg-max over classes (axis 1) as the reference: one per sample for
+    classifier logits (N, K), one per pixel for segmentation logits (N, K, H, W)."""
     return int((np.asarray(logits).argmax(axis=1) == np.asarray(reference).argmax(axis=1)).sum())
 
 

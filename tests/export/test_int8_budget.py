@@ -19,31 +19,14 @@ from twins_trt.export import ExportOptions, export_variant
 from twins_trt.export import budget as bud
 from twins_trt.export import overflow as ovf
 
-PHOTOS = ["astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass",
-          "gravel", "horse", "hubble_deep_field", "immunohistochemistry", "logo", "moon", "page", "retina", "rocket",
-          "text", "binary_blobs", "checkerboard", "microaneurysms"]
 TIMM = {"svt_s": "twins_svt_small", "pcpvt_s": "twins_pcpvt_small"}
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """24 of the photographs scikit-image ships (grey and binary ones as RGB)."""
-    skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the sample photographs")
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("skimage_photos")
-    for name in PHOTOS:
-        a = np.asarray(getattr(skdata, name)())
-        a = a.astype(np.uint8) * 255 if a.dtype == bool else a
-        Image.fromarray(a).convert("RGB").save(root / f"{name}.png")
-    return root
 
 
 BUDGET = "cosine>=0.999"
 
 
 @pytest.fixture(scope="module", params=list(TIMM))
-def budgeted(request, tmp_path_factory, photos):
+def budgeted(request, tmp_path_factory, calib_photos):
     """An INT8 export under a budget that all-INT8 misses (max calibration: the quicker, cruder one)."""
     timm = pytest.importorskip("timm")
     out = tmp_path_factory.mktemp(f"budget_{request.param}")
@@ -51,7 +34,7 @@ def budgeted(request, tmp_path_factory, photos):
     weights = out / "weights.pth"
     torch.save(timm.create_model(TIMM[request.param], pretrained=False).state_dict(), weights)
     res = export_variant(ExportOptions(
-        variant=request.param, out_dir=out, weights=weights, precisions=("int8",), calib_dir=photos, calib_size=16,
+        variant=request.param, out_dir=out, weights=weights, precisions=("int8",), calib_dir=calib_photos, calib_size=16,
         calib_method="max", img_size=(96, 96), int8_regions="kind", int8_budget=BUDGET, verify_samples=1,
         progress=False))
     res.manifest = json.loads(artifacts.manifest_path(res.artifacts["int8"]).read_text())
@@ -61,7 +44,7 @@ def budgeted(request, tmp_path_factory, photos):
 def test_all_int8_figures_are_on_held_out_images_with_their_spread(budgeted):
     cal, plain = budgeted.manifest["calibration"], budgeted.manifest["int8"]["all_int8"]
     assert cal["samples"] == 12 and cal["heldout_images"] == 4 and cal["heldout_samples"] == plain["samples"] == 8
-    assert len(set(cal["heldout_files"])) == 4 and set(cal["heldout_files"]) <= {f"{n}.png" for n in PHOTOS}
+    assert len(set(cal["heldout_files"])) == 4 and set(cal["heldout_files"]) <= {p.name for p in budgeted.options.calib_dir.iterdir()}
     assert plain["cosine_min"] <= plain["cosine_p05"] <= plain["cosine_median"] <= 1.0
     lo, hi = plain["agreement_ci95"]
     assert lo <= plain["top1_agreement"] <= hi and hi - lo > 0.2  # 8 samples: a wide interval, and it says so
@@ -101,6 +84,33 @@ def test_sensitivity_report_is_written_beside_the_artifact(budgeted):
     assert search["met"] is True and report["ranking"][: len(search["fp16_regions"])] == search["fp16_regions"]
     assert sum(r["mac_share"] for r in report["regions"]) == pytest.approx(1.0)
     assert "head" in budgeted.sensitivity_table and not list(out.glob(".*"))  # no temporary left behind
+
+
+def test_unmet_budget_exits_1_and_writes_no_int8_artifact(budgeted, tmp_path, capsys):
+    """twins-export with a budget no precision mix reaches (cosine 1: FP16 still rounds): one line, exit 1,
+    the sensitivity report for the user to read, and nothing under the INT8 artifact's name."""
+    import shutil
+
+    from twins_trt.cli import export as export_cli
+
+    if budgeted.options.variant != "svt_s":
+        pytest.skip("one variant is enough for the failure path")
+    opts = budgeted.options
+    shutil.copy(opts.out_dir / f"{opts.stem}.int8.calib.json", tmp_path)  # same graph and images: no recalibration
+    rc = export_cli.main(["--variant", "svt_s", "--weights", str(opts.weights), "--int8", "--calib-data",
+                          str(opts.calib_dir), "--calib-size", "16", "--calib-method", "max", "--img-size", "96",
+                          "--int8-regions", "kind", "--int8-budget", "cosine>=1", "--verify-samples", "1",
+                          "--no-build", "-q", "-o", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert len(err) == 1 and err[0].startswith("error: INT8 budget cosine>=1 cannot be met: the best reached is cosine")
+    assert f"nothing written under {opts.stem}.int8.onnx" in err[0]
+    assert not (tmp_path / f"{opts.stem}.int8.onnx").exists()
+    assert not (tmp_path / f"{opts.stem}.int8.json").exists()
+    assert (tmp_path / f"{opts.stem}.fp32.onnx").exists()  # what did verify is kept
+    report = json.loads((tmp_path / f"{opts.stem}.int8.sensitivity.json").read_text())
+    assert report["search"]["met"] is False and report["search"]["figures"]["cosine"] < 1.0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 
 def _mlp(path, scale: float = 1.0) -> onnx.ModelProto:

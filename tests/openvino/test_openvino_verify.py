@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
+
 import pytest
 
 pytest.importorskip("openvino", reason="openvino is a regular dependency; this install lacks it")
 
 from twins_trt import artifacts  # noqa: E402
-from twins_trt.errors import VerificationError  # noqa: E402
 from twins_trt.export import ExportOptions, export_variant  # noqa: E402
 from twins_trt.export.verify import TOLERANCES  # noqa: E402
 from twins_trt.openvino_report import check_export_artifact  # noqa: E402
@@ -54,10 +55,28 @@ def test_each_artifact_passes_on_openvino(svt, precision):
 
 
 @pytest.mark.slow
-def test_a_mismatch_on_openvino_is_refused(svt):
+def test_a_mismatch_on_openvino_is_recorded_and_the_artifact_kept_off_openvino(svt, tmp_path):
+    """OpenVINO missing the tolerance (here: the artifact checked against other weights) is warned about and
+    recorded; from then on OpenVinoRunner refuses that artifact, with the figures, instead of running it."""
+    import shutil
+
+    from twins_trt.errors import BackendUnavailableError
     from twins_trt.models import create_model
+    from twins_trt.runners.openvino_runner import OpenVinoRunner
 
     res, _ = svt
     other = create_model("svt_s", seed=1)  # other weights: the fp32 artifact cannot match them
-    with pytest.raises(VerificationError, match="failed verification on OpenVINO.*max_abs"):
-        check_export_artifact(res.artifacts["fp32"], "fp32", other, res.options, None, say=lambda _: None)
+    said: list[str] = []
+    entry = check_export_artifact(res.artifacts["fp32"], "fp32", other, res.options, None, say=said.append)
+    ver = entry["openvino"]["verification"]
+    assert ver["passed"] is False and ver["metric"] == "max_abs" and ver["worst"] > ver["bound"]
+    assert any(s.startswith("WARNING: OpenVINO") and "computes this fp32 artifact wrongly" in s for s in said)
+
+    onnx_path = shutil.copy(res.artifacts["fp32"], tmp_path / "svt_s.fp32.onnx")
+    manifest = json.loads(artifacts.manifest_path(res.artifacts["fp32"]).read_text())
+    artifacts.write_json_atomic(artifacts.manifest_path(onnx_path), manifest)
+    with OpenVinoRunner(onnx_path) as r:  # the export's own verdict: passed, so it runs
+        assert r.infer(np.zeros((1, 3, 224, 224), np.float32))["logits"].shape == (1, 1000)
+    artifacts.write_json_atomic(artifacts.manifest_path(onnx_path), {**manifest, **entry})
+    with pytest.raises(BackendUnavailableError, match=r"computed svt_s.fp32.onnx wrongly .*max_abs .*openvino.verification"):
+        OpenVinoRunner(onnx_path).activate()

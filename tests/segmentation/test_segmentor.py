@@ -75,6 +75,43 @@ def test_adaptive_avg_pool_matches_torch(hw, bins):
     assert torch.allclose(adaptive_avg_pool(x, bins), F.adaptive_avg_pool2d(x, bins), atol=1e-6)
 
 
+def test_uper_head_exports_with_a_dynamic_size_and_pools_right_at_every_size():
+    """UPerHead alone (the pyramid pooling is what a fixed-size export gets wrong) through torch's exporter with
+    symbolic H/W, then ONNX Runtime against PyTorch at sizes whose pooling bins overlap differently."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from twins_trt.segmentation.heads import UPerHead
+
+    dims = (64, 128, 256, 512)
+    torch.manual_seed(0)
+    head = UPerHead(list(dims), 64, 5, (1, 2, 3, 6)).eval()
+
+    class Wrap(torch.nn.Module):  # four feature maps at strides 4..32 of one image size
+        def __init__(self):
+            super().__init__()
+            self.head = head
+
+        def forward(self, f4, f8, f16, f32):
+            return self.head([f4, f8, f16, f32])
+
+    h32, w32 = torch.export.Dim("h32", min=2, max=8), torch.export.Dim("w32", min=2, max=8)
+    feats = [torch.randn(1, c, 5 * 8 // s, 6 * 8 // s) for c, s in zip(dims, (1, 2, 4, 8))]
+    spec = [{2: h32 * (8 // s), 3: w32 * (8 // s)} for s in (1, 2, 4, 8)]
+    with torch.no_grad():
+        prog = torch.onnx.export(Wrap().eval(), tuple(feats), dynamo=True, dynamic_shapes=spec, opset_version=20,
+                                 verbose=False)
+    ops = {n.op_type for n in prog.model_proto.graph.node}
+    assert "AveragePool" not in ops and "GlobalAveragePool" not in ops  # no pooling window fixed at trace time
+    sess = ort.InferenceSession(prog.model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for h, w in ((2, 2), (5, 7), (8, 3)):  # the stride-32 map: bins 3 and 6 overlap unevenly on 5 and 7 rows
+        x = [torch.randn(1, c, h * 8 // s, w * 8 // s) for c, s in zip(dims, (1, 2, 4, 8))]
+        with torch.no_grad():
+            ref = head(x).numpy()
+        got = sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), x)})[0]
+        assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4, (h, w)
+
+
 def test_mlp_head_shapes_and_stride4_output():
     seg = create_segmentor("svt_s", head="mlp", num_classes=5, output="stride4", seed=0)
     with torch.no_grad():

@@ -82,8 +82,8 @@ def heldout_samples(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([images, images[..., ::-1]]))
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n (k may be fractional: a mean agreement times n)."""
     if n == 0:
         return 0.0, 1.0
     p = k / n
@@ -98,7 +98,7 @@ class Figures:
     """One graph's outputs against the FP32 reference on the held-out samples."""
 
     samples: int
-    cosine: float  # mean per-sample cosine (the worst output's)
+    cosine: float  # mean per-sample cosine (the worst output's; with several input sizes, the worst size's)
     cosine_min: float
     cosine_p05: float
     cosine_median: float
@@ -127,34 +127,47 @@ class Figures:
         return asdict(self)
 
 
-def figures(ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> Figures:
-    """Per-sample cosine of every output (the worst output counts) and top-1 agreement of `logits`."""
-    per = None
-    for name, r in ref.items():
-        o = out[name]
-        if not np.isfinite(o).all():
-            c = np.full(len(r), -1.0)  # an overflowed output agrees with nothing
-        else:
-            c = cosine_per_sample(r, o)
-        per = c if per is None or c.mean() < per.mean() else per
+def figures(ref: dict[str, np.ndarray] | list[dict[str, np.ndarray]],
+            out: dict[str, np.ndarray] | list[dict[str, np.ndarray]]) -> Figures:
+    """Per-sample cosine of every output (the worst output counts) and top-1 agreement of `logits`.
+
+    `ref`/`out` may be lists, one entry per input size (a dynamic-H/W export): the samples of every size
+    are pooled.
+    """
+    refs, outs = (ref, out) if isinstance(ref, list) else ([ref], [out])
+    worst, per = None, None
+    for name in refs[0]:
+        groups = [cosine_per_sample(r[name], o[name]) if np.isfinite(o[name]).all()
+                  else np.full(len(r[name]), -1.0)  # an overflowed output agrees with nothing
+                  for r, o in zip(refs, outs)]
+        mean = min(float(g.mean()) for g in groups)  # the worst size's mean, as verification merges sizes
+        if worst is None or mean < worst:
+            worst, per = mean, np.concatenate(groups)
     n = len(per)
-    fig = Figures(n, float(per.mean()), float(per.min()), float(np.percentile(per, 5)), float(np.median(per)))
-    if "logits" in ref:
-        same = ref["logits"].argmax(-1) == out["logits"].argmax(-1)
-        k = int(same.sum())
-        fig.top1_agreement, fig.agreement_ci95 = k / same.size, wilson(k, same.size)
+    fig = Figures(n, worst, float(per.min()), float(np.percentile(per, 5)), float(np.median(per)))
+    if "logits" in refs[0]:  # classifier (B, K): one decision per sample; segmentor (B, K, H, W): one per pixel
+        fig.top1_agreement = float(np.mean(np.concatenate([
+            (o["logits"].argmax(1) == r["logits"].argmax(1)).reshape(len(r["logits"]), -1).mean(1)
+            for r, o in zip(refs, outs)])))
+        # the interval counts images, not pixels: a segmentor's pixels are not independent (conservative)
+        fig.agreement_ci95 = wilson(fig.top1_agreement * n, n)
     return fig
 
 
 class HeldOut:
-    """The held-out samples with their FP32 reference outputs; scores any graph of the same I/O on ORT CPU."""
+    """The held-out samples (one array per input size) with their FP32 reference outputs; scores any graph of
+    the same I/O on ORT CPU, pooling the samples of every size."""
 
-    def __init__(self, fp32: onnx.ModelProto, samples: np.ndarray):
-        self.samples = samples
-        self.reference = run_onnx(fp32, samples)
+    def __init__(self, fp32: onnx.ModelProto, samples: np.ndarray | list[np.ndarray]):
+        self.groups = samples if isinstance(samples, list) else [samples]
+        self.samples = self.groups[0]
+        self.reference = [run_onnx(fp32, g) for g in self.groups]
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups)
 
     def score(self, model: onnx.ModelProto) -> Figures:
-        return figures(self.reference, run_onnx(model, self.samples))
+        return figures(self.reference, [run_onnx(model, g) for g in self.groups])
 
 
 def run_onnx(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -186,11 +199,13 @@ class Region:
     name: str  # e.g. "blocks.2.3 gsa.kv", "patch_embeds.0 patch_embed", "head"
     scope: str  # the module: "blocks.2.3", "patch_embeds.0", "" for the head
     kind: str  # sub-layer kind: patch_embed, lsa.qkv, gsa.q, gsa.kv, gsa.sr, *.qk, *.av, *.proj, mlp.fc1/2, peg, head
+    # (and for a segmentor: neck, decode_head, with its classifier conv_seg as head)
     nodes: list[str] = field(default_factory=list)
     macs: int = 0
 
 
 _ATTN = {"LocallyGroupedAttn": "lsa", "GlobalSubSampleAttn": "gsa"}
+SEG_PARTS = ("neck", "decode_head")  # twins_trt.segmentation.TwinsSegmentor's modules after its backbone
 
 
 def _namespace(node: onnx.NodeProto) -> list[tuple[str, str]]:
@@ -211,6 +226,12 @@ def classify(node: onnx.NodeProto, attn_matmuls: dict[str, int]) -> tuple[str, s
         return node.name, node.op_type.lower()
     path, cls = mods[-1]
     parts = path.split(".")
+    if parts[0] == "backbone" and len(parts) > 1:  # a segmentor's backbone is a Twins: the same regions
+        parts = parts[1:]
+    if parts[0] in SEG_PARTS:  # a segmentor's neck / decode head: one region per conv module
+        if parts[-1] == "conv_seg":
+            return "decode_head.conv_seg", "head"
+        return ".".join(parts[:-1] if parts[-1] == "conv" and len(parts) > 1 else parts), parts[0]
     if node.op_type not in COMPUTE_OPS:  # Q/DQ on the residual stream (Add, LayerNorm inputs) or inside attention
         attn = next((_ATTN[c] for _, c in mods if c in _ATTN), None)
         is_stream = node.op_type in ("Add", "LayerNormalization") or attn is None
@@ -236,18 +257,47 @@ def classify(node: onnx.NodeProto, attn_matmuls: dict[str, int]) -> tuple[str, s
     return path, parts[-1] if cls else node.op_type.lower()
 
 
+def _at_static_shape(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with its symbolic input dims fixed: batch 1, and H x W at the OPT size of its H/W profile
+    (the export's `hw_profile` metadata), so shape inference gives every MatMul/Conv its real size."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if all(d.HasField("dim_value") for d in dims):
+        return model
+    fixed = [d.dim_value if d.HasField("dim_value") else 1 for d in dims]
+    profile = next((p.value for p in model.metadata_props if p.key == "twins_trt.hw_profile"), None)
+    if profile and len(fixed) == 4:
+        fixed[2:] = map(int, profile.split(":")[1].split("x"))
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.value_info[:]
+    for d, v in zip(out.graph.input[0].type.tensor_type.shape.dim, fixed):
+        d.Clear()
+        d.dim_value = v
+    return out
+
+
 def node_macs(model: onnx.ModelProto) -> dict[str, int]:
-    """Multiply-accumulates of every MatMul/Conv/Gemm at the graph's own (or batch-1) shapes; 0 if unknown."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    """Multiply-accumulates of every MatMul/Conv/Gemm at the graph's own shapes (a dynamic graph: batch 1 at
+    the OPT size of its H/W profile); 0 where a size stays unknown.
+
+    Shapes come from ONNX shape inference; where it cannot follow a dynamic graph (reshapes computed from
+    Shape ops), from one ONNX Runtime run at that size with those tensors exposed.
+    """
+    static = _at_static_shape(model)
+    inferred = onnx.shape_inference.infer_shapes(static, data_prop=True)
     shapes: dict[str, list[int]] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim]
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = [d.dim_value for d in dims]
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
+    compute = [n for n in model.graph.node if n.op_type in COMPUTE_OPS]
+    unknown = {t for n in compute for t in (*n.input[:2], n.output[0]) if t and t not in shapes}
+    if unknown:
+        shapes.update(_run_shapes(static, unknown))
     out = {}
-    for n in model.graph.node:
-        if n.op_type not in COMPUTE_OPS:
-            continue
+    for n in compute:
         a, w, y = shapes.get(n.input[0]), shapes.get(n.input[1]), shapes.get(n.output[0])
         if not (a and w and y):
             out[n.name] = 0
@@ -259,6 +309,25 @@ def node_macs(model: onnx.ModelProto) -> dict[str, int]:
         else:
             out[n.name] = int(np.prod(y)) * a[-1]
     return out
+
+
+def _run_shapes(static: onnx.ModelProto, names: set[str]) -> dict[str, list[int]]:
+    """The shapes of `names` in one ONNX Runtime run of a static-input graph on a zero input."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(static)
+    have = {o.name for o in probe.graph.output}
+    for name in sorted(names - have):
+        probe.graph.output.add(name=name)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor as the graph has it
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.zeros(inp.shape, np.float16 if inp.type == "tensor(float16)" else np.float32)
+    outs = sess.run(None, {inp.name: x})
+    return {o.name: list(v.shape) for o, v in zip(sess.get_outputs(), outs) if o.name in names}
 
 
 def find_regions(fp32: onnx.ModelProto, qdq: onnx.ModelProto | None = None, by: str = "layer") -> dict[str, Region]:

@@ -464,6 +464,18 @@ def verification_shapes(opts: ExportOptions) -> list[tuple[int, int, int]]:
     return list(dict.fromkeys(shapes))
 
 
+def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Preprocessed images (N, 3, H, W) brought to another H x W (bilinear, antialiased when shrinking): the
+    same photographs at every size of a dynamic-H/W profile."""
+    if tuple(images.shape[2:]) == tuple(size):
+        return images
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        return F.interpolate(torch.from_numpy(np.ascontiguousarray(images, np.float32)), size=tuple(size),
+                             mode="bilinear", align_corners=False, antialias=True).numpy()
+
+
 def verify_artifact(onnx_path: Path, precision: str, model: Twins, opts: ExportOptions,
                     images: np.ndarray | None, runner: Runner | None = None, samples: int | None = None,
                     tolerance: tuple[str, float] | None = None, inputs: str = "images") -> Verdict:
@@ -478,10 +490,13 @@ def verify_artifact(onnx_path: Path, precision: str, model: Twins, opts: ExportO
     shapes = verification_shapes(opts)
     with contextlib.nullcontext(runner) if runner is not None else OrtRunner(onnx_path, "cpu") as ort_runner:
         for i, (b, h, w) in enumerate(tqdm(shapes, desc=f"verify {precision}", leave=False, disable=not opts.progress)):
-            want = samples or opts.verify_samples
-            n = -(-max(b, want if len(shapes) == 1 else b) // b) * b  # whole batches
-            if images is not None and (h, w) == tuple(opts.img_size):
-                x = np.resize(images, (n, 3, h, w)) if len(images) < n else images[:n]
+            # every sample at every shape when the count is the caller's (INT8's held-out images); else the
+            # requested count at the first shape and one batch at each other
+            want = samples or (opts.verify_samples if i == 0 else b)
+            n = -(-max(b, want) // b) * b  # whole batches
+            if images is not None:
+                x = resize_images(images, (h, w))
+                x = np.resize(x, (n, 3, h, w)) if len(x) < n else x[:n]
             else:
                 x = random_inputs(n, (h, w), seed=i)
             refs: dict[str, list] = {}
@@ -632,6 +647,8 @@ def _export_int8(opts: ExportOptions, res: ExportResult, fp32_path: Path, loaded
     calib = loaded[cal_idx]
     calib_files = [loaded_files[i] for i in cal_idx] if loaded_files else []
     held = bud.heldout_samples(loaded[held_idx])
+    # a dynamic H/W: the budget holds at every size verification checks, so the search is judged there too
+    held_at = [resize_images(held, hw) for hw in dict.fromkeys((h, w) for _, h, w in verification_shapes(opts))]
     budget = opts.budget
     key = calibration_key(artifacts.sha256_file(fp32_path), calib_files, opts)
     cache_path = out_dir / f"{opts.stem}.int8.calib.json"
@@ -656,7 +673,7 @@ def _export_int8(opts: ExportOptions, res: ExportResult, fp32_path: Path, loaded
 
     # 2. the budget on held-out images (FP32 reference on ONNX Runtime)
     fp32 = onnx.load(str(fp32_path))
-    heldout = bud.HeldOut(fp32, held)
+    heldout = bud.HeldOut(fp32, held_at)
     all_int8 = heldout.score(qdq)
     say(f"all-INT8 on held-out images: {all_int8.line()} -> "
         f"{'meets' if all_int8.meets(budget) else 'MISSES'} budget {budget}")
@@ -668,11 +685,12 @@ def _export_int8(opts: ExportOptions, res: ExportResult, fp32_path: Path, loaded
     search = opts.int8_fallback and not all_int8.meets(budget)
     if opts.int8_sensitivity or search:
         regions = bud.find_regions(fp32, qdq, opts.int8_regions)
-        say(f"int8 sensitivity: {len(regions)} regions, each left out of INT8 alone, scored on {len(held)} samples")
+        say(f"int8 sensitivity: {len(regions)} regions, each left out of INT8 alone, scored on {len(heldout)} samples"
+            + (f" ({len(held)} at each of {len(held_at)} sizes)" if len(held_at) > 1 else ""))
         scores = bud.sensitivity(qdq, regions, heldout, opts.progress)
         res.sensitivity_table = bud.format_table(scores, all_int8, budget)
         report_json = out_dir / f"{opts.stem}.int8.sensitivity.json"
-        extra: dict = {"regions_by": opts.int8_regions, "heldout_samples": int(len(held)),
+        extra: dict = {"regions_by": opts.int8_regions, "heldout_samples": len(heldout),
                        "seconds": round(time.perf_counter() - t0, 1)}
         if search:
             found = bud.search(qdq, bud.rank(scores, budget), regions, heldout, budget, all_int8, opts.progress)
@@ -696,9 +714,21 @@ def _export_int8(opts: ExportOptions, res: ExportResult, fp32_path: Path, loaded
             info["sensitivity_report"] = report_json.name
 
     def build_int8(tmp: Path) -> dict:
+        info["built_by"] = "ModelOpt nodes_to_exclude" if exclude else "ModelOpt"
         if exclude:  # ModelOpt again, with the FP16 regions excluded and the cached scales
             say(f"quantizing with {len(exclude)} node(s) kept in FP16 (ModelOpt nodes_to_exclude, cached scales)")
             proto, _, _ = to_int8(fp32_path, tmp, opts, calib, scales, exclude)
+            final = heldout.score(proto)
+            if not final.meets(budget):
+                # ModelOpt places Q/DQ afresh around the excluded nodes (residual Adds, shared inputs), which can
+                # score below the graph the search measured: ship the measured graph, the calibrated one with
+                # those regions' Q/DQ removed, which met the budget
+                say(f"ModelOpt's re-quantization scores {final.line()}, below budget {budget}; writing the graph the "
+                    "search measured instead (the calibrated graph with those regions' Q/DQ removed)")
+                info["built_by"] = "Q/DQ removed from the calibrated graph (ModelOpt's re-quantization: " \
+                                   f"{budget.metric} {final.value(budget):.5f})"
+                proto = bud.without_qdq(qdq, set(exclude))
+                onnx.save(proto, str(tmp))
         else:
             proto = qdq
             onnx.save(proto, str(tmp))

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from twins_trt.errors import VerificationError
-from twins_trt.metrics import cosine_per_sample
+from twins_trt.metrics import cosine_per_sample, top1_agreement
 from twins_trt.metrics import mean_cosine as cosine  # the one cosine: per-sample mean
 
 # precision -> (metric, bound): fp32 must match to the last digits; reduced precisions by direction
@@ -35,8 +35,8 @@ def spread(ref: np.ndarray, out: np.ndarray, top1: float | None) -> dict:
     s = {"cosine_min": float(per.min()), "cosine_p05": float(np.percentile(per, 5)),
          "cosine_median": float(np.median(per))}
     if top1 is not None:
-        n = int(np.prod(ref.shape)) // ref.shape[1]  # one top-1 decision per sample (per pixel for segmentation)
-        s["top1_ci95"] = list(wilson(round(top1 * n), n))
+        # per image, not per pixel: a segmentor's pixels are not independent decisions (a conservative interval)
+        s["top1_ci95"] = list(wilson(top1 * len(ref), len(ref)))
     return s
 
 
@@ -48,7 +48,7 @@ def compare(name: str, ref: np.ndarray, out: np.ndarray) -> Comparison:
         raise VerificationError(f"output {name}: {bad} non-finite value(s) (overflow? keep those layers in fp32)")
     diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
     # classifier logits (B, K): top-1 agreement; segmentation logits (B, K, H, W): per-pixel agreement
-    top1 = float(np.mean(ref.argmax(1) == out.argmax(1))) if name == "logits" else None
+    top1 = top1_agreement(out, ref) / (ref.size // ref.shape[1]) if name == "logits" else None
     return Comparison(name, float(diff.max()), float(diff.mean()), cosine(ref, out), top1, spread(ref, out, top1))
 
 

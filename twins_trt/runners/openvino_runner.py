@@ -111,10 +111,24 @@ class OpenVinoRunner(Runner):
             ok, why = bf16_status()
             if not ok:
                 raise BackendUnavailableError(f"the bf16 hint needs native bf16: {why}")
+        self._refuse_if_export_says_so()
         import openvino as ov
 
         self._core = ov.Core()
         self._model = self._core.read_model(str(self.path))
+
+    def _refuse_if_export_says_so(self) -> None:
+        """An artifact that OpenVINO computed wrongly at export (its manifest says so) is not run here."""
+        from twins_trt import artifacts
+        from twins_trt.openvino_report import refusal
+
+        try:
+            manifest = artifacts.read_manifest(self.path)
+        except (OSError, ValueError):
+            return  # no manifest (not from twins-export, or being verified right now): nothing recorded
+        why = refusal(manifest if isinstance(manifest, dict) else {}, self.path.name)
+        if why:
+            raise BackendUnavailableError(why)
 
     def deactivate(self) -> None:
         self._core = None
