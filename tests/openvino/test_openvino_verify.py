@@ -6,7 +6,6 @@ import json
 import warnings
 
 import numpy as np
-
 import pytest
 
 pytest.importorskip("openvino", reason="openvino is a regular dependency; this install lacks it")

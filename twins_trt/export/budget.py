@@ -313,17 +313,9 @@ def node_macs(model: onnx.ModelProto) -> dict[str, int]:
 
 def _run_shapes(static: onnx.ModelProto, names: set[str]) -> dict[str, list[int]]:
     """The shapes of `names` in one ONNX Runtime run of a static-input graph on a zero input."""
-    import onnxruntime as ort
+    from twins_trt.export.overflow import exposed_session
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(static)
-    have = {o.name for o in probe.graph.output}
-    for name in sorted(names - have):
-        probe.graph.output.add(name=name)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor as the graph has it
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = exposed_session(static, names)
     inp = sess.get_inputs()[0]
     x = np.zeros(inp.shape, np.float16 if inp.type == "tensor(float16)" else np.float32)
     outs = sess.run(None, {inp.name: x})

@@ -38,24 +38,30 @@ class TensorRange:
         return asdict(self)
 
 
+def exposed_session(model: onnx.ModelProto, names: set[str]):
+    """An ONNX Runtime CPU session of `model` whose outputs also include the tensors `names`, computed as the
+    graph has them (no fusions)."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    for name in sorted(names - have):
+        probe.graph.output.add(name=name)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor as the graph has it
+    so.log_severity_level = 3
+    return ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
 def activation_absmax(model: onnx.ModelProto, images: np.ndarray) -> dict[str, tuple[str, str, float]]:
     """tensor -> (producer node, op type, max |x| over `images`) for every float tensor the graph computes."""
-    import onnxruntime as ort
 
     inferred = onnx.shape_inference.infer_shapes(model)
     floats = {vi.name for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
               if vi.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
     producer = {o: (n.name, n.op_type) for n in model.graph.node for o in n.output if o in floats}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in producer:
-        if name not in existing:
-            probe.graph.output.add(name=name)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor as the graph has it
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = exposed_session(model, set(producer))
     inp = sess.get_inputs()[0]
     b = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(images)
     names = [o.name for o in sess.get_outputs()]
