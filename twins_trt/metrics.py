@@ -43,4 +43,10 @@ def top1_agreement(logits: np.ndarray, reference: np.ndarray) -> int:
     return int((np.asarray(logits).argmax(axis=1) == np.asarray(reference).argmax(axis=1)).sum())
 
 
-__all__ = ["cosine_per_sample", "mean_cosine", "top1_agreement", "topk_hits"]
+def agreement_rate(logits: np.ndarray, reference: np.ndarray) -> float:
+    """The share of `top1_agreement`'s decisions that agree: of samples (N, K), or of pixels (N, K, H, W)."""
+    reference = np.asarray(reference)
+    return top1_agreement(logits, reference) / (reference.size // reference.shape[1])
+
+
+__all__ = ["agreement_rate", "cosine_per_sample", "mean_cosine", "top1_agreement", "topk_hits"]

@@ -112,19 +112,20 @@ def test_unmet_budget_exits_1_and_writes_no_int8_artifact(budgeted, tmp_path, ca
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 
-def _mlp(path, scale: float = 1.0) -> onnx.ModelProto:
-    """input (1, 16, 32) -> MatMul -> Relu -> MatMul -> output: big enough for ModelOpt to quantize both MatMuls."""
+def _two_matmuls(path, input_shape: list[int], out_features: int, output: str, scale: float = 1.0) -> onnx.ModelProto:
+    """input -> MatMul by a weight scaled by `scale` (node "scaled") -> Relu -> MatMul (node "head") -> `output`."""
     from onnx import TensorProto, helper, numpy_helper
 
+    width = input_shape[-1]
     rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array((rng.standard_normal((32, 32)) * scale).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array((rng.standard_normal((32, 16)) * 0.1).astype(np.float32), "w2")
+    w1 = numpy_helper.from_array((rng.standard_normal((width, width)) * scale).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((width, out_features)) * 0.1).astype(np.float32), "w2")
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["input", "w1"], ["big"], name="scaled"),
          helper.make_node("Relu", ["big"], ["act"], name="relu"),
-         helper.make_node("MatMul", ["act", "w2"], ["logits"], name="head")],
-        "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 16, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 16, 16])], [w1, w2])
+         helper.make_node("MatMul", ["act", "w2"], [output], name="head")],
+        "two_matmuls", [helper.make_tensor_value_info("input", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, [*input_shape[:-1], out_features])], [w1, w2])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     onnx.save(model, str(path))
     return model
@@ -133,7 +134,7 @@ def _mlp(path, scale: float = 1.0) -> onnx.ModelProto:
 def test_search_returns_the_best_reached_when_the_budget_is_out_of_reach(tmp_path):
     from modelopt.onnx.quantization import quantize
 
-    fp32 = _mlp(tmp_path / "mlp.onnx")
+    fp32 = _two_matmuls(tmp_path / "mlp.onnx", [1, 16, 32], 16, "logits")  # big enough for ModelOpt to quantize
     x = np.random.default_rng(2).standard_normal((4, 16, 32)).astype(np.float32)
     quantize(str(tmp_path / "mlp.onnx"), calibration_data=x[:1], calibration_method="max", calibration_eps=["cpu"],
              output_path=str(tmp_path / "q.onnx"), log_level="ERROR")
@@ -180,28 +181,10 @@ def test_held_out_split_never_overlaps_calibration():
 # ---------------------------------------------------------------------------------------------- fp16 overflow
 
 
-def _scaled_matmul(path, scale: float) -> onnx.ModelProto:
-    """input (1, 8) -> MatMul by a weight scaled by `scale` -> Relu -> MatMul -> output."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array((rng.standard_normal((8, 8)) * scale).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array((rng.standard_normal((8, 4)) * 0.1).astype(np.float32), "w2")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "w1"], ["big"], name="scaled"),
-         helper.make_node("Relu", ["big"], ["act"], name="relu"),
-         helper.make_node("MatMul", ["act", "w2"], ["output"], name="head")],
-        "overflow", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 8])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4])], [w1, w2])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    onnx.save(model, str(path))
-    return model
-
-
 def test_overflow_check_flags_a_scaled_weight_and_autocast_keeps_it_fp32(tmp_path):
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
-    model = _scaled_matmul(tmp_path / "m.onnx", 3e4)
+    model = _two_matmuls(tmp_path / "m.onnx", [1, 8], 4, "output", scale=3e4)
     x = np.random.default_rng(1).standard_normal((6, 8)).astype(np.float32)
     ranges = ovf.activation_absmax(model, x)
     assert ranges["big"][2] > ovf.FP16_MAX and ranges["big"][:2] == ("scaled", "MatMul")
@@ -216,7 +199,7 @@ def test_overflow_check_flags_a_scaled_weight_and_autocast_keeps_it_fp32(tmp_pat
 
 
 def test_overflow_check_is_quiet_on_a_tame_graph(tmp_path):
-    model = _scaled_matmul(tmp_path / "m.onnx", 1.0)
+    model = _two_matmuls(tmp_path / "m.onnx", [1, 8], 4, "output")
     ranges = ovf.activation_absmax(model, np.ones((2, 8), np.float32))
     assert ovf.check_overflow(ranges) == []
     assert "no tensor above 8188" in ovf.format_overflow([])

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from twins_trt.errors import AccuracyBudgetError
-from twins_trt.metrics import cosine_per_sample
+from twins_trt.metrics import agreement_rate, cosine_per_sample
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +146,9 @@ def figures(ref: dict[str, np.ndarray] | list[dict[str, np.ndarray]],
     n = len(per)
     fig = Figures(n, worst, float(per.min()), float(np.percentile(per, 5)), float(np.median(per)))
     if "logits" in refs[0]:  # classifier (B, K): one decision per sample; segmentor (B, K, H, W): one per pixel
-        fig.top1_agreement = float(np.mean(np.concatenate([
-            (o["logits"].argmax(1) == r["logits"].argmax(1)).reshape(len(r["logits"]), -1).mean(1)
-            for r, o in zip(refs, outs)])))
+        # each size's rate weighted by its samples, as verification merges sizes
+        fig.top1_agreement = sum(agreement_rate(o["logits"], r["logits"]) * len(r["logits"])
+                                 for r, o in zip(refs, outs)) / n
         # the interval counts images, not pixels: a segmentor's pixels are not independent (conservative)
         fig.agreement_ci95 = wilson(fig.top1_agreement * n, n)
     return fig
@@ -160,7 +160,6 @@ class HeldOut:
 
     def __init__(self, fp32: onnx.ModelProto, samples: np.ndarray | list[np.ndarray]):
         self.groups = samples if isinstance(samples, list) else [samples]
-        self.samples = self.groups[0]
         self.reference = [run_onnx(fp32, g) for g in self.groups]
 
     def __len__(self) -> int:

@@ -729,10 +729,10 @@ def _export_int8(opts: ExportOptions, res: ExportResult, fp32_path: Path, loaded
                                    f"{budget.metric} {final.value(budget):.5f})"
                 proto = bud.without_qdq(qdq, set(exclude))
                 onnx.save(proto, str(tmp))
+                final = found.figures  # the search scored exactly this graph
         else:
-            proto = qdq
+            proto, final = qdq, all_int8
             onnx.save(proto, str(tmp))
-        final = heldout.score(proto)
         info.update(figures=final.to_dict(), int8_mac_share=bud.int8_mac_share(proto, macs))
         return {"calibration": calibration, "int8": info}
 

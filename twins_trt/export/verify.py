@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from twins_trt.errors import VerificationError
-from twins_trt.metrics import cosine_per_sample, top1_agreement
+from twins_trt.metrics import agreement_rate, cosine_per_sample
 from twins_trt.metrics import mean_cosine as cosine  # the one cosine: per-sample mean
 
 # precision -> (metric, bound): fp32 must match to the last digits; reduced precisions by direction
@@ -48,7 +48,7 @@ def compare(name: str, ref: np.ndarray, out: np.ndarray) -> Comparison:
         raise VerificationError(f"output {name}: {bad} non-finite value(s) (overflow? keep those layers in fp32)")
     diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
     # classifier logits (B, K): top-1 agreement; segmentation logits (B, K, H, W): per-pixel agreement
-    top1 = top1_agreement(out, ref) / (ref.size // ref.shape[1]) if name == "logits" else None
+    top1 = agreement_rate(out, ref) if name == "logits" else None
     return Comparison(name, float(diff.max()), float(diff.mean()), cosine(ref, out), top1, spread(ref, out, top1))
 
 
