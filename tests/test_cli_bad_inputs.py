@@ -230,13 +230,13 @@ def test_unreadable_file(command, argv, ws, capsys):
 
 
 def _interrupt_export(monkeypatch, ws):
-    import twins_trt.export.core as core
+    import twins_trt.export.pipeline as pipeline
 
     def half_written_export(model, path, opts):
         Path(path).write_bytes(b"half an ONNX file")  # the temporary file has content when Ctrl-C arrives
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(core, "torch_to_onnx", half_written_export)
+    monkeypatch.setattr(pipeline, "torch_to_onnx", half_written_export)
     return ["--variant", "svt_s", "-q", "-o", ws["out"]]
 
 

@@ -1,4 +1,5 @@
-"""Images in, model-ready arrays out, preprocessed exactly as the variant's config says (timm `_cfg`)."""
+"""Images in, model-ready arrays out, preprocessed as the task's one `Preprocessing` says
+(`twins_trt.models.preprocessing`: timm's eval transform for classifiers, a plain resize for segmentors)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from twins_trt.errors import CalibrationDataError
+from twins_trt.models.preprocessing import Preprocessing, classification
 from twins_trt.models.twins import TwinsConfig
 
 log = logging.getLogger(__name__)
@@ -32,29 +34,36 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def preprocess(path: str | os.PathLike, cfg: TwinsConfig, size: tuple[int, int]) -> np.ndarray:
-    """Resize the short side to size/crop_pct, centre-crop to `size`, normalise: CHW float32.
+def preprocess(path: str | os.PathLike, prep: Preprocessing | TwinsConfig, size: tuple[int, int]) -> np.ndarray:
+    """One image as CHW float32, by `prep` (a variant's config means its classification preprocessing).
 
-    Mirrors timm's eval transform (resize, center crop, to tensor, normalise) with the variant's
-    interpolation, crop fraction, mean and std.
+    With a crop (classification): resize the short side to size/crop_pct, centre-crop to `size`, normalise,
+    as timm's eval transform (resize, center crop, to tensor, normalise) with the variant's interpolation,
+    crop fraction, mean and std. Without (segmentation): the whole image resized to `size`, normalised.
     """
     from PIL import Image
 
+    if isinstance(prep, TwinsConfig):
+        prep = classification(prep)
     h, w = size
     with Image.open(path) as im:
         im = im.convert("RGB")
-        scale_h, scale_w = math.floor(h / cfg.crop_pct), math.floor(w / cfg.crop_pct)
-        iw, ih = im.size
-        if h == w:  # short side to scale, keep aspect
-            r = scale_h / min(iw, ih)
-            new = (max(scale_w, round(iw * r)), max(scale_h, round(ih * r)))
+        resample = _RESAMPLE.get(prep.interpolation, 3)
+        if prep.crop_pct is None:
+            im = im.resize((w, h), resample=resample)
         else:
-            new = (scale_w, scale_h)
-        im = im.resize(new, resample=_RESAMPLE.get(cfg.interpolation, 3))
-        left, top = (new[0] - w) // 2, (new[1] - h) // 2
-        im = im.crop((left, top, left + w, top + h))
+            scale_h, scale_w = math.floor(h / prep.crop_pct), math.floor(w / prep.crop_pct)
+            iw, ih = im.size
+            if h == w:  # short side to scale, keep aspect
+                r = scale_h / min(iw, ih)
+                new = (max(scale_w, round(iw * r)), max(scale_h, round(ih * r)))
+            else:
+                new = (scale_w, scale_h)
+            im = im.resize(new, resample=resample)
+            left, top = (new[0] - w) // 2, (new[1] - h) // 2
+            im = im.crop((left, top, left + w, top + h))
         arr = np.asarray(im, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
+    arr = (arr - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
@@ -65,7 +74,7 @@ class LoadedImages:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def load_images(files: list[Path], cfg: TwinsConfig, size: tuple[int, int], limit: int | None = None,
+def load_images(files: list[Path], cfg: Preprocessing | TwinsConfig, size: tuple[int, int], limit: int | None = None,
                 progress: bool = True, desc: str = "images") -> LoadedImages:
     """Preprocess up to `limit` readable images; unreadable ones are skipped and counted, not fatal."""
     from tqdm import tqdm

@@ -1,4 +1,5 @@
-"""Typed errors. Library code raises these with the numbers in them; only CLIs turn them into exit codes."""
+"""Every typed error of the package, in one hierarchy. Library code raises these with the numbers in them;
+only `twins_trt.cli.common` turns them into exit codes (its EXIT_CODES table)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class CalibrationDataError(TwinsError, ValueError):
     """Calibration images missing, unreadable or too few."""
 
 
+class DatasetError(CalibrationDataError):
+    """An evaluation folder that is missing, empty, not one-subfolder-per-class, or disagrees with the class map."""
+
+
 class OutputDirError(TwinsError, OSError):
     """An output directory that cannot be created or written."""
 
@@ -62,8 +67,32 @@ class BuildError(TwinsError, RuntimeError):
     """The ONNX parser or the TensorRT builder failed."""
 
 
+class ProfileError(BuildError, ValueError):
+    """An optimization profile that cannot be built from the ONNX and the flags given."""
+
+
+class EngineRunError(TwinsError, RuntimeError):
+    """TensorRT refused to run an engine (enqueue failed, shapes unresolved)."""
+
+
+class TritonConfigError(TwinsError, ValueError):
+    """An artifact whose inputs, outputs or batch profile cannot be turned into a Triton model config."""
+
+
 class RegressionError(TwinsError, RuntimeError):
     """A benchmark figure regressed beyond the allowed bound."""
+
+
+class FingerprintError(TwinsError, ValueError):
+    """A recorded baseline measured on another machine or with other library versions."""
+
+
+class RevisionError(TwinsError, ValueError):
+    """A revision to compare against that this checkout cannot provide."""
+
+
+class WorkerError(TwinsError, RuntimeError):
+    """One side of the A/B run failed to set up or to measure."""
 
 
 class InputFileError(TwinsError, ValueError):

@@ -7,6 +7,8 @@ all call these, so "cosine 0.993" means the same thing in every report.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -30,6 +32,24 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(cosine_per_sample(a, b).mean())
 
 
+def cosine_spread(per_sample: np.ndarray) -> dict[str, float]:
+    """How per-sample cosines scatter: the worst sample, the 5th percentile and the median."""
+    per = np.asarray(per_sample)
+    return {"cosine_min": float(per.min()), "cosine_p05": float(np.percentile(per, 5)),
+            "cosine_median": float(np.median(per))}
+
+
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n (k may be fractional: a mean agreement times n)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
 def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int = 5) -> tuple[int, int]:
     """(top-1 hits, top-k hits) of `logits` (N, classes) against integer `labels` (N,)."""
     top = np.argsort(-np.asarray(logits), axis=1)[:, :k]
@@ -49,4 +69,5 @@ def agreement_rate(logits: np.ndarray, reference: np.ndarray) -> float:
     return top1_agreement(logits, reference) / (reference.size // reference.shape[1])
 
 
-__all__ = ["agreement_rate", "cosine_per_sample", "mean_cosine", "top1_agreement", "topk_hits"]
+__all__ = ["agreement_rate", "cosine_per_sample", "cosine_spread", "mean_cosine", "top1_agreement", "topk_hits",
+           "wilson"]

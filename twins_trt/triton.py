@@ -27,13 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from twins_trt import artifacts as _artifacts
-from twins_trt.errors import TwinsError
+from twins_trt.errors import TritonConfigError
 
 log = logging.getLogger(__name__)
 
-
-class TritonConfigError(TwinsError, ValueError):
-    """An artifact whose inputs, outputs or batch profile cannot be turned into a Triton model config."""
 
 
 # ONNX TensorProto element types, TensorRT DataType names and NumPy names -> Triton data types

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twins_trt.bench.backends import (
+from twins_trt.backends import (
     BACKENDS,
     GROUPS,
     Capabilities,

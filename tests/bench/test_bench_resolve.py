@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from twins_trt.bench.resolve import candidate_stems, engine_covers, ensure_engine, manifest_mismatch, wanted_shape
+from twins_trt.artifacts.resolve import candidate_stems, engine_covers, ensure_engine, manifest_mismatch, wanted_shape
 
 TRT_TESTS = Path(__file__).resolve().parents[1] / "trt"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from bench_docs import make_doc
 
-from twins_trt.bench.backends import BACKENDS
+from twins_trt.backends import BACKENDS
 from twins_trt.bench.core import BenchConfig, latency_stats, measure, median_ratio, percentile, time_iterations
 
 

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from image_folders import CORRUPT, NUM_GOOD, PHOTOS
 
-from twins_trt.bench.backends import BACKENDS
+from twins_trt.backends import BACKENDS
 from twins_trt.cli.eval import main
-from twins_trt.eval import BackendResult, DatasetError, image_folder, read_class_map
+from twins_trt.errors import DatasetError
+from twins_trt.eval import BackendResult, image_folder, read_class_map
 from twins_trt.eval.backends import Slot, eval_backends, run_in_batches
 from twins_trt.eval.metrics import accumulate, finish
 
@@ -320,7 +321,7 @@ def below_bound_run(full_run, export_dir, photos, tmp_path_factory):
     """
     import shutil
 
-    import twins_trt.export.budget as budget
+    import twins_trt.export.int8.budget as budget
 
     exp = tmp_path_factory.mktemp("strict-export")
     for p in ("fp32", "fp16"):

@@ -16,7 +16,7 @@ import torch
 from twins_trt import artifacts
 from twins_trt.errors import AccuracyBudgetError
 from twins_trt.export import ExportOptions, export_variant
-from twins_trt.export import budget as bud
+from twins_trt.export import int8 as bud
 from twins_trt.export import overflow as ovf
 
 TIMM = {"svt_s": "twins_svt_small", "pcpvt_s": "twins_pcpvt_small"}

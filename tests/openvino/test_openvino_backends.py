@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twins_trt.bench.backends import BACKENDS, GROUPS, Capabilities, parse_backends, plan_run, skip_reason
-from twins_trt.bench.core import make_runner
+from twins_trt.backends import BACKENDS, GROUPS, Capabilities, make_runner, parse_backends, plan_run, skip_reason
 from twins_trt.runners.openvino_runner import bf16_decision, bf16_status
 
 OV = ["openvino", "openvino-bf16", "openvino-fp16", "openvino-int8"]

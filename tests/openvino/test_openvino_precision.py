@@ -10,7 +10,7 @@ pytest.importorskip("openvino", reason="openvino is a regular dependency; this i
 from ov_graphs import DIM, TOKENS, make_qdq_mlp  # noqa: E402  (beside this file)
 
 from twins_trt.bench.report import format_markdown, format_table  # noqa: E402
-from twins_trt.openvino_report import quantized_layers  # noqa: E402
+from twins_trt.runners.openvino_precision import quantized_layers  # noqa: E402
 from twins_trt.runners.openvino_runner import OpenVinoRunner  # noqa: E402
 
 

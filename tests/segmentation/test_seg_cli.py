@@ -113,8 +113,8 @@ def test_eval_seg_agreement_and_miou_against_own_predictions(seg_export, tmp_pat
     """Masks made from PyTorch's own predictions: its mIoU must be exactly 1; ORT agrees on ~all pixels."""
     import torch
 
-    from twins_trt.segmentation import create_segmentor
-    from twins_trt.segmentation.eval import preprocess_seg
+    from twins_trt.eval.seg import preprocess_seg
+    from twins_trt.models.segmentor import create_segmentor
 
     rng = np.random.default_rng(0)
     images, masks = tmp_path / "images", tmp_path / "masks"

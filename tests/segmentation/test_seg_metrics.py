@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from twins_trt.errors import CalibrationDataError
-from twins_trt.segmentation.eval import IGNORE_INDEX, confusion, miou, read_mask
+from twins_trt.eval.seg import IGNORE_INDEX, confusion, miou, read_mask
 
 
 def test_miou_by_hand():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from twins_trt import create_segmentor
 from twins_trt.errors import WeightsError
-from twins_trt.segmentation import adaptive_avg_pool
+from twins_trt.models.heads import adaptive_avg_pool
 
 NUM_CLASSES = 19
 
@@ -81,7 +81,7 @@ def test_uper_head_exports_with_a_dynamic_size_and_pools_right_at_every_size():
     import numpy as np
     import onnxruntime as ort
 
-    from twins_trt.segmentation.heads import UPerHead
+    from twins_trt.models.heads import UPerHead
 
     dims = (64, 128, 256, 512)
     torch.manual_seed(0)

@@ -9,7 +9,8 @@ import pytest
 from triton_helpers import make_tiny_onnx
 
 from twins_trt.cli.triton import main
-from twins_trt.triton import TritonConfigError, spec_from_plan, write_triton_repo
+from twins_trt.errors import TritonConfigError
+from twins_trt.triton import spec_from_plan, write_triton_repo
 
 
 def plan_with_metadata(folder: Path, *, profile_form: str = "flat", dynamic: bool = True, drop: tuple = (),
@@ -93,7 +94,7 @@ def test_dynamic_batch_onnx(pb2, parse, tmp_path):
 def test_dynamic_batch_from_onnx_metadata_without_manifest(parse, tmp_path):
     import onnx
 
-    from twins_trt.export.core import set_metadata
+    from twins_trt.export.options import set_metadata
 
     src = make_tiny_onnx(tmp_path / "tiny.onnx")
     src.with_suffix(".json").unlink()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from twins_trt.errors import BackendUnavailableError, BuildError, EngineMismatchError
-from twins_trt.trt import build_hint, tensorrt_status, try_build_after_export
-from twins_trt.trt.build import build_engine, save_engine
+from twins_trt.trt import build_hint, tensorrt_status
+from twins_trt.trt.build import build_engine, save_engine, try_build_after_export
 from twins_trt.trt.engine_meta import check_engine_compatible, read_engine_metadata
 
 GPU = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
@@ -139,7 +139,7 @@ def test_twins_verify_without_gpu_says_so_in_one_line(no_tensorrt, tmp_path, cap
 
 
 def test_runner_without_tensorrt_raises_one_line(no_tensorrt):
-    from twins_trt.runners.trt_runner import TrtRunner
+    from twins_trt.trt.runner import TrtRunner
 
     with pytest.raises(BackendUnavailableError) as ei:
         TrtRunner("engines/svt_s.fp16.plan")
@@ -147,7 +147,7 @@ def test_runner_without_tensorrt_raises_one_line(no_tensorrt):
 
 
 def test_importing_the_runner_needs_neither_tensorrt_nor_cuda():
-    code = ("import sys, twins_trt.runners.trt_runner, twins_trt.trt.build, twins_trt.cli.build, "
+    code = ("import sys, twins_trt.trt.runner, twins_trt.trt.build, twins_trt.cli.build, "
             "twins_trt.cli.verify; assert 'tensorrt' not in sys.modules and 'tensorrt_bindings' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

@@ -14,10 +14,9 @@ import pytest
 from emulator import load
 from onnx_tiny import DYNAMIC_META, make_onnx
 
-from twins_trt.errors import BuildError, EngineMismatchError, InputSizeError
-from twins_trt.runners.trt_runner import EngineRunError, TrtRunner, bind_tensors, enqueue, io_tensors
+from twins_trt.errors import BuildError, EngineMismatchError, EngineRunError, InputSizeError, ProfileError
 from twins_trt.trt.build import build_engine, network_flags
-from twins_trt.trt.profile import ProfileError
+from twins_trt.trt.runner import TrtRunner, bind_tensors, enqueue, io_tensors
 
 FP32_META = {**DYNAMIC_META, "twins_trt.precision": "fp32"}
 

@@ -48,7 +48,7 @@ def test_engine_metadata(engines, precision):
 @pytest.mark.parametrize("batch", [1, 8, 64])
 def test_engine_matches_onnxruntime(exports, engines, precision, cosine, batch):
     from twins_trt.runners.ort_runner import OrtRunner
-    from twins_trt.runners.trt_runner import TrtRunner
+    from twins_trt.trt.runner import TrtRunner
     from twins_trt.trt.verify import compare_outputs, seeded_input
 
     x = seeded_input((batch, 3, 224, 224), seed=batch)
@@ -66,7 +66,7 @@ def test_engine_matches_onnxruntime(exports, engines, precision, cosine, batch):
 
 
 def test_cuda_graph_replay_matches_plain_enqueue(engines):
-    from twins_trt.runners.trt_runner import TrtRunner
+    from twins_trt.trt.runner import TrtRunner
     from twins_trt.trt.verify import seeded_input
 
     x = seeded_input((8, 3, 224, 224))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from onnx_tiny import make_onnx
 
-from twins_trt.trt.profile import Profile, ProfileError, parse_range, profile_from_onnx
+from twins_trt.errors import ProfileError
+from twins_trt.trt.profile import Profile, parse_range, profile_from_onnx
 
 B = (3, 32, 32)
 

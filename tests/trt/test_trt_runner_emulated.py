@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from onnx_tiny import DYNAMIC_META, make_onnx
 
-from twins_trt.errors import BackendUnavailableError, InputSizeError
-from twins_trt.runners.trt_runner import EngineRunError, TrtRunner
+from twins_trt.errors import BackendUnavailableError, EngineRunError, InputSizeError
 from twins_trt.trt.build import build_engine
+from twins_trt.trt.runner import TrtRunner
 
 FP32_META = {**DYNAMIC_META, "twins_trt.precision": "fp32"}
 X = np.random.default_rng(0).standard_normal((4, 3, 32, 32), dtype=np.float32)
@@ -140,7 +140,7 @@ def test_no_import_cycle_between_the_runner_and_the_builder():
         return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | \
                {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
 
-    assert "twins_trt.trt.build" not in imports(root / "runners" / "trt_runner.py")
+    assert "twins_trt.trt.build" not in imports(root / "trt" / "runner.py")
     assert not {m for m in imports(root / "trt" / "build.py") if m.startswith("twins_trt.runners")}
     assert not {m for m in imports(root / "trt" / "engine_meta.py") if m.startswith("twins_trt.runners.")}
 

@@ -5,7 +5,7 @@ results, skipped); `write_reports` turns it into Markdown, JSON and a PNG; `gate
 compares its speed ratios with a baseline.
 """
 
-from twins_trt.bench.backends import BACKENDS, GROUPS, Backend, Capabilities, parse_backends, parse_batches, plan_run
+from twins_trt.backends import BACKENDS, GROUPS, Backend, Capabilities, parse_backends, parse_batches, plan_run
 from twins_trt.bench.core import PAPER_FIGURES, PAPER_PROTOCOL, BenchConfig, latency_stats, run_benchmark
 from twins_trt.bench.gate import check_regression, enforce, make_baseline, parse_fraction, read_baseline
 from twins_trt.bench.report import format_markdown, format_table, write_reports

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from twins_trt.errors import TwinsError
+from twins_trt.errors import RevisionError, WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,6 @@ WATCHED_OPS = ("Pad", "Slice", "Shape", "Gather")  # the ops a clean Twins graph
 WORKER = Path(__file__).with_name("ab_worker.py")
 
 
-class RevisionError(TwinsError, ValueError):
-    """A revision to compare against that this checkout cannot provide."""
-
-
-class WorkerError(TwinsError, RuntimeError):
-    """One side of the A/B run failed to set up or to measure."""
 
 
 # ---------------------------------------------------------------------------------------------- decisions

@@ -41,13 +41,14 @@ def _import_api():
     if not where.startswith(os.path.abspath(ROOT) + os.sep):
         raise RuntimeError(f"twins_trt imported from {where}, not from the revision's checkout {ROOT}")
     from twins_trt import create_model
-    from twins_trt.bench.backends import BACKENDS
-    from twins_trt.bench.resolve import ensure_engine, ensure_onnx
 
-    try:
-        from twins_trt.runners import make_runner
-    except ImportError:
+    try:  # since the one-house layout: the backend table and runner factory below bench/, one resolver
+        from twins_trt.artifacts.resolve import ensure_engine, ensure_onnx
+        from twins_trt.backends import BACKENDS, make_runner
+    except ImportError:  # earlier revisions
+        from twins_trt.bench.backends import BACKENDS
         from twins_trt.bench.core import make_runner
+        from twins_trt.bench.resolve import ensure_engine, ensure_onnx
     try:
         from twins_trt.data import random_inputs
     except ImportError:  # pragma: no cover - every revision so far has it

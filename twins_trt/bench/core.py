@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twins_trt.bench.backends import REFERENCE, Backend, Capabilities, Plan, plan_run, torch_device
+from twins_trt.backends import REFERENCE, Backend, Capabilities, Plan, make_runner, plan_run, torch_device
 from twins_trt.bench.env import capture_environment, usable_cores
 from twins_trt.errors import BackendUnavailableError, one_line
 
@@ -185,29 +185,7 @@ def host_peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-# ---------------------------------------------------------------------------------------------- runners
-
-
-def make_runner(b: Backend, *, model, device: str, onnx: dict[str, Path], engines: dict[str, Path],
-                threads: int | None, cuda_graph: bool = False):
-    """A Runner for `b`; runtimes are imported lazily (TensorRT above all)."""
-    if b.runtime == "torch":
-        from twins_trt.runners.torch_runner import TorchRunner
-
-        return TorchRunner(model, device=device, fp16=b.precision == "fp16", compile=b.compile, name=b.name)
-    if b.runtime == "ort":
-        from twins_trt.runners.ort_runner import OrtRunner
-
-        return OrtRunner(onnx[b.precision], provider=b.provider, threads=threads, name=b.name)
-    if b.runtime == "trt":
-        from twins_trt.runners.trt_runner import TrtRunner
-
-        return TrtRunner(engines[b.precision], use_cuda_graph=cuda_graph, name=b.name)
-    if b.runtime == "openvino":
-        from twins_trt.runners.openvino_runner import OpenVinoRunner
-
-        return OpenVinoRunner(onnx[b.precision], precision_hint=b.hint or "f32", threads=threads, name=b.name)
-    raise ValueError(f"unknown runtime {b.runtime!r}")  # pragma: no cover
+# ---------------------------------------------------------------------------------------------- cells
 
 
 @dataclass
@@ -312,7 +290,7 @@ def run_benchmark(cfg: BenchConfig, caps: Capabilities | None = None,
     doc["config"]["threads"] = threads
     doc["config"]["torch_device"] = device
     for variant in cfg.variants:
-        from twins_trt.bench.resolve import find_onnx
+        from twins_trt.artifacts.resolve import find_onnx
 
         int8_there = find_onnx(cfg.export_dir, variant, "int8", cfg.img_size, cfg.batches, cfg.weights,
                                cfg.calib_dir) is not None
@@ -358,7 +336,7 @@ class _Skips:
 
 def _resolve_onnx(variant: str, plan: Plan, cfg: BenchConfig, skips: _Skips, say) -> dict[str, Path]:
     """Precision -> ONNX for the runnable backends; when the export fails, those backends are dropped with why."""
-    from twins_trt.bench.resolve import ensure_onnx
+    from twins_trt.artifacts.resolve import ensure_onnx
 
     if not plan.onnx_precisions:
         return {}
@@ -376,7 +354,7 @@ def _resolve_onnx(variant: str, plan: Plan, cfg: BenchConfig, skips: _Skips, say
 
 def _resolve_engines(plan: Plan, onnx: dict[str, Path], cfg: BenchConfig, skips: _Skips, say) -> dict[str, Path]:
     """Precision -> TensorRT engine, built or reused; a failed build drops its backends with why."""
-    from twins_trt.bench.resolve import ensure_engine
+    from twins_trt.artifacts.resolve import ensure_engine
 
     engines: dict[str, Path] = {}
     for p in plan.engine_precisions:

@@ -7,6 +7,7 @@ import platform
 import subprocess
 
 from twins_trt.artifacts import git_commit, now_iso, tool_versions
+from twins_trt.device import cpu_flags
 
 
 def cpu_model() -> str:
@@ -23,17 +24,10 @@ def cpu_model() -> str:
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def cpu_flags() -> list[str]:
-    """The instruction-set flags that change which kernels the libraries pick (sorted, from /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in ISA_FLAGS if flag in have]
-    except OSError:
-        pass
-    return []
+def isa_flags() -> list[str]:
+    """The instruction-set flags that change which kernels the libraries pick (in ISA_FLAGS order)."""
+    have = cpu_flags()
+    return [flag for flag in ISA_FLAGS if flag in have]
 
 
 def usable_cores() -> int:
@@ -76,7 +70,7 @@ def capture_environment(threads: int | None = None) -> dict:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "isa": cpu_flags(),
+        "isa": isa_flags(),
         "usable_cores": usable_cores(),
         "threads": {"torch": torch.get_num_threads(), "ort_intra_op": threads},
         "load_average_at_start": load,

@@ -21,13 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twins_trt.artifacts import write_json_atomic
-from twins_trt.bench.backends import REFERENCE
+from twins_trt.backends import REFERENCE
 from twins_trt.bench.env import fingerprint, fingerprint_differences
-from twins_trt.errors import RegressionError, TwinsError
-
-
-class FingerprintError(TwinsError, ValueError):
-    """A recorded baseline measured on another machine or with other library versions."""
+from twins_trt.errors import FingerprintError, RegressionError
 
 BASELINE_KIND = "twins-bench-baseline"
 FIGURE = ("speedup_vs_torch: backend img/s / PyTorch eager fp32 img/s at the same batch in the same run "

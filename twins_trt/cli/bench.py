@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-baseline", type=output_file, metavar="FILE", help="write this run's gated ratios as a baseline")
     p.add_argument("--list", action="store_true", help="list every backend and whether it can run here, then exit")
     p.add_argument("--task", choices=("cls", "seg"), default="cls",
-                   help="seg: Twins segmentors in frames/s at --seg-sizes, batch 1 (twins_trt.segmentation.bench)")
+                   help="seg: Twins segmentors in frames/s at --seg-sizes, batch 1 (twins_trt.bench.seg)")
     p.add_argument("--seg-head", choices=("fpn", "uper", "mlp"), default="fpn", help="with --task seg: the decode head")
     p.add_argument("--seg-sizes", type=lambda t: [parse_hw(x) for x in t.split(",")], default=None,
                    help="with --task seg: HxW sizes, comma-separated (default: 512x512,1024x2048)")
@@ -113,7 +113,7 @@ def parse_args(argv: list[str] | None = None):
 
 def bench_settings(args: argparse.Namespace):
     """(BenchConfig kwargs, capabilities) from parsed arguments; lists, variants and combinations checked."""
-    from twins_trt.bench.backends import Capabilities, parse_backends, parse_batches
+    from twins_trt.backends import Capabilities, parse_backends, parse_batches
     from twins_trt.bench.core import PAPER_PROTOCOL
     from twins_trt.bench.gate import parse_fraction
     from twins_trt.models import resolve_variant
@@ -158,7 +158,7 @@ def bench_settings(args: argparse.Namespace):
 
 
 def list_backends() -> int:
-    from twins_trt.bench.backends import BACKENDS, Capabilities, skip_reason
+    from twins_trt.backends import BACKENDS, Capabilities, skip_reason
 
     caps = Capabilities.detect()
     width = max(map(len, BACKENDS))
@@ -179,7 +179,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         return list_backends()
     kwargs, caps = bench_settings(args)
     if args.task == "seg":
-        from twins_trt.segmentation.bench import main_from_cli
+        from twins_trt.bench.seg import main_from_cli
 
         return main_from_cli(args, kwargs, caps, argv)
     if args.against:
@@ -270,8 +270,8 @@ def run_against(args, kwargs: dict, caps) -> int:
     import time
 
     from twins_trt.artifacts import ensure_dir, write_json_atomic
+    from twins_trt.backends import torch_device
     from twins_trt.bench.ab import ABConfig, format_ab, run_ab
-    from twins_trt.bench.backends import torch_device
     from twins_trt.bench.env import environment_line, usable_cores
     from twins_trt.bench.plot import plot_ab
     from twins_trt.errors import RegressionError

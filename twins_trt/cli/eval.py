@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", type=output_dir, default="eval", metavar="DIR",
                    help="where <stem>.eval.json and .eval.md go (default: eval)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (same as -q)")
-    seg = p.add_argument_group("segmentation (--task seg; twins_trt.segmentation.eval)")
+    seg = p.add_argument_group("segmentation (--task seg; twins_trt.eval.seg)")
     seg.add_argument("--task", choices=("cls", "seg"), default="cls",
                      help="seg: --data is a folder of images; pixel agreement with PyTorch fp32, mIoU with --masks")
     seg.add_argument("--masks", metavar="DIR", help="ground-truth PNGs named like the images (class index per pixel)")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     if args.task == "seg":
-        from twins_trt.segmentation.eval import main_from_cli
+        from twins_trt.eval.seg import main_from_cli
 
         return main_from_cli(args)
     from twins_trt.eval import EvalOptions, evaluate

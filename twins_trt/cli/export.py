@@ -20,8 +20,8 @@ from twins_trt.cli.common import (
     weights_arg,
 )
 from twins_trt.export import ExportOptions, export_variant, format_report
-from twins_trt.export.budget import DEFAULT_INT8_BUDGET
-from twins_trt.export.core import DEFAULT_OPSET
+from twins_trt.export.int8.budget import DEFAULT_INT8_BUDGET
+from twins_trt.export.options import DEFAULT_OPSET
 from twins_trt.models import list_variants
 
 
@@ -149,7 +149,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"Triton model repository: {', '.join(str(w) for w in written)}")
 
     if not args.no_build and any(p in res.artifacts for p in ("fp16", "int8")):
-        from twins_trt.trt import try_build_after_export
+        from twins_trt.trt.build import try_build_after_export
 
         for precision in ("fp16", "int8"):
             if precision in res.artifacts:

@@ -7,8 +7,9 @@
     core      EvalOptions and evaluate(), the steps in order
 """
 
+from twins_trt.errors import DatasetError
 from twins_trt.eval.core import EvalOptions, evaluate
-from twins_trt.eval.dataset import DatasetError, ImageFolder, image_folder, read_class_map
+from twins_trt.eval.dataset import ImageFolder, image_folder, read_class_map
 from twins_trt.eval.metrics import BackendResult
 from twins_trt.eval.report import RANDOM_WEIGHTS_WARNING, EvalReport
 

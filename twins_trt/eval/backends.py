@@ -1,5 +1,5 @@
-"""twins-eval's backends: the project's shared backend names (`twins_trt.bench.backends`), artifact
-resolver (`twins_trt.bench.resolve`) and runner factory (`make_runner`), plus what only an
+"""twins-eval's backends: the project's shared backend names (`twins_trt.backends`), artifact
+resolver (`twins_trt.artifacts.resolve`) and runner factory (`make_runner`), plus what only an
 evaluation needs.
 
 Each backend stands on its own: one that cannot run here (no GPU, no TensorRT) is *skipped* with
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from twins_trt import artifacts
-from twins_trt.bench.backends import BACKENDS, REFERENCE, Backend, Capabilities, parse_backends, skip_reason
+from twins_trt.backends import BACKENDS, REFERENCE, Backend, Capabilities, parse_backends, skip_reason
 from twins_trt.errors import BackendUnavailableError, VerificationError, one_line
 from twins_trt.eval.metrics import BackendResult
 from twins_trt.runners import INPUT_NAME
@@ -82,7 +82,7 @@ def resolve_onnx(opts, precisions: list[str], model, scratch: Path,
     each precision still missing gets its own reason (an INT8 that missed the bound is made anyway,
     in `scratch`, and flagged).
     """
-    from twins_trt.bench.resolve import ensure_onnx, find_onnx
+    from twins_trt.artifacts.resolve import ensure_onnx, find_onnx
 
     batches = batches_for(opts.batch)
     common = dict(img_size=opts.img_size, export_dir=opts.export_dir, weights=opts.weights,
@@ -122,20 +122,17 @@ def resolve_onnx(opts, precisions: list[str], model, scratch: Path,
 
 def below_bound_int8(opts, fp32: Path, model, scratch: Path, say: Callable[[str], None]) -> OnnxArtifact:
     """Quantize `fp32` as the export would, into `scratch` (temporary), verify it, and say by how much it misses."""
-    from twins_trt.bench.resolve import wanted_shape
-    from twins_trt.data import find_images, load_images, random_inputs
-    from twins_trt.export.core import ExportOptions, to_int8, verify_artifact
+    from twins_trt.artifacts.resolve import wanted_shape
+    from twins_trt.export.calibration import calibration_data
+    from twins_trt.export.convert import to_int8
+    from twins_trt.export.options import ExportOptions
+    from twins_trt.export.verify import verify_artifact
 
     eo = ExportOptions(variant=opts.variant, out_dir=scratch, weights=opts.weights, precisions=("int8",),
                        img_size=opts.img_size, calib_dir=opts.calib_source_dir, calib_synthetic=opts.calib_synthetic,
                        calib_size=opts.calib_size, progress=opts.progress, int8_fallback=False,
                        **wanted_shape(batches_for(opts.batch)))
-    if opts.calib_synthetic:
-        calib, files = random_inputs(opts.calib_size, eo.img_size, seed=1234), []
-    else:
-        loaded = load_images(find_images(eo.calib_dir), eo.cfg, eo.img_size, limit=opts.calib_size,
-                             progress=opts.progress, desc="calibration images")
-        calib, files = loaded.array, loaded.files
+    calib, files, _ = calibration_data(eo)  # the export's images (seeded random ones with --calib-synthetic)
     dst = Path(scratch) / f"{eo.stem}.int8.BELOW-BOUND.onnx"
     say(f"INT8 missed the export's bound; quantizing again into a temporary file for this evaluation only ({dst})")
     to_int8(fp32, dst, eo, calib, None)
@@ -208,7 +205,7 @@ def _engine_range(plan: Path) -> tuple[tuple[int, int], bool]:
 def open_slots(opts, backends: list[Backend], caps: Capabilities, model, device: str, scratch: Path,
                say: Callable[[str], None]) -> list[Slot]:
     """A Slot per backend, in order: runnable ones with an active runner, the rest with their reason."""
-    from twins_trt.bench.core import make_runner
+    from twins_trt.backends import make_runner
 
     slots = [Slot(b, BackendResult(b.name)) for b in backends]
     for s in slots:
@@ -258,7 +255,7 @@ def open_slots(opts, backends: list[Backend], caps: Capabilities, model, device:
 
 def _engines(opts, wanted: list[Slot], onnx: dict[str, OnnxArtifact], say) -> dict[str, Path | str]:
     """precision -> engine path, or the reason there is none."""
-    from twins_trt.bench.resolve import ensure_engine
+    from twins_trt.artifacts.resolve import ensure_engine
 
     out: dict[str, Path | str] = {}
     for p in dict.fromkeys(s.backend.precision for s in wanted):

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twins_trt import artifacts
-from twins_trt.bench.backends import Backend, Capabilities, torch_device
-from twins_trt.errors import one_line
+from twins_trt.backends import Backend, Capabilities, torch_device
+from twins_trt.errors import DatasetError, one_line
 from twins_trt.eval import backends as eb
-from twins_trt.eval.dataset import DatasetError, ImageFolder, image_folder, iter_chunks
+from twins_trt.eval.dataset import ImageFolder, image_folder, iter_chunks
 from twins_trt.eval.metrics import accumulate, finish
 from twins_trt.eval.report import RANDOM_WEIGHTS_WARNING, EvalReport
 from twins_trt.models import resolve_variant

@@ -18,16 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from twins_trt.data import IMAGE_SUFFIXES, load_images
-from twins_trt.errors import CalibrationDataError
+from twins_trt.errors import CalibrationDataError, DatasetError
 from twins_trt.models.twins import TwinsConfig
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64  # images preprocessed and held at once
 
-
-class DatasetError(CalibrationDataError):
-    """An evaluation folder that is missing, empty, not one-subfolder-per-class, or disagrees with the class map."""
 
 
 @dataclass

@@ -204,7 +204,7 @@ class Region:
 
 
 _ATTN = {"LocallyGroupedAttn": "lsa", "GlobalSubSampleAttn": "gsa"}
-SEG_PARTS = ("neck", "decode_head")  # twins_trt.segmentation.TwinsSegmentor's modules after its backbone
+SEG_PARTS = ("neck", "decode_head")  # twins_trt.models.segmentor.TwinsSegmentor's modules after its backbone
 
 
 def _namespace(node: onnx.NodeProto) -> list[tuple[str, str]]:

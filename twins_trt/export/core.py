@@ -41,11 +41,10 @@ from twins_trt.errors import (
 from twins_trt.export import budget as bud
 from twins_trt.export import overflow as ovf
 from twins_trt.export.graph_report import GraphReport, report_graph
-from twins_trt.export.verify import Verdict, verdict
+from twins_trt.export.openvino_check import check_export_artifact
+from twins_trt.export.verify import Verdict, resize_images, verification_shapes, verify_artifact
 from twins_trt.models import RandomWeightsWarning, Twins, check_input_size, create_model, resolve_variant
-from twins_trt.openvino_report import check_export_artifact
-from twins_trt.runners import INPUT_NAME, Runner, output_names
-from twins_trt.runners.ort_runner import OrtRunner
+from twins_trt.runners import INPUT_NAME, output_names
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ class ExportOptions:
     fp16_io: bool = False  # keep fp32 inputs/outputs unless asked
     verify_samples: int = 4
     progress: bool = True
-    # task "seg": a segmentor (twins_trt.segmentation) whose one output is "logits" (B, K, H, W)
+    # task "seg": a segmentor (twins_trt.models.segmentor) whose one output is "logits" (B, K, H, W)
     task: str = "cls"
     seg_head: str = "fpn"
     num_classes: int | None = None  # seg: None takes it from the checkpoint (else 150)
@@ -447,74 +446,6 @@ def windows_divide(opts: ExportOptions) -> bool:
     return all((h // (4 << k)) % ws == 0 and (w // (4 << k)) % ws == 0 for k, ws in enumerate(opts.cfg.wss))
 
 
-def verification_shapes(opts: ExportOptions) -> list[tuple[int, int, int]]:
-    """(batch, H, W) to verify at: the static shape, or min/opt/max plus a size that needs window padding."""
-    if opts.dynamic_shape is None and opts.dynamic_batch is None:
-        return [(opts.batch, *opts.img_size)]
-    batches = sorted(set(opts.dynamic_batch)) if opts.dynamic_batch else [opts.batch]
-    sizes = [tuple(s) for s in opts.dynamic_shape] if opts.dynamic_shape else [opts.img_size]
-    if opts.dynamic_shape:
-        (h0, w0), _, (h2, w2) = opts.dynamic_shape
-        pad = next(((h, w) for h in range(h0, h2 + 1, 32) for w in range(w0, w2 + 1, 32)
-                    if (h // 4) % 7 or (w // 4) % 7), None)
-        if pad and pad not in sizes:
-            sizes.append(pad)
-    shapes = [(batches[0], *s) for s in dict.fromkeys(sizes)]
-    shapes += [(b, *opts.img_size) for b in batches[1:]]
-    return list(dict.fromkeys(shapes))
-
-
-def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Preprocessed images (N, 3, H, W) brought to another H x W (bilinear, antialiased when shrinking): the
-    same photographs at every size of a dynamic-H/W profile."""
-    if tuple(images.shape[2:]) == tuple(size):
-        return images
-    import torch.nn.functional as F
-
-    with torch.no_grad():
-        return F.interpolate(torch.from_numpy(np.ascontiguousarray(images, np.float32)), size=tuple(size),
-                             mode="bilinear", align_corners=False, antialias=True).numpy()
-
-
-def verify_artifact(onnx_path: Path, precision: str, model: Twins, opts: ExportOptions,
-                    images: np.ndarray | None, runner: Runner | None = None, samples: int | None = None,
-                    tolerance: tuple[str, float] | None = None, inputs: str = "images") -> Verdict:
-    """Run the artifact on ONNX Runtime CPU (or on `runner`, open, the caller's to close) and PyTorch fp32
-    on the same inputs; compare by output.
-
-    `samples` overrides opts.verify_samples; `tolerance` the precision's default bound (an INT8 budget).
-    """
-    from tqdm import tqdm
-
-    groups = []
-    shapes = verification_shapes(opts)
-    with contextlib.nullcontext(runner) if runner is not None else OrtRunner(onnx_path, "cpu") as ort_runner:
-        for i, (b, h, w) in enumerate(tqdm(shapes, desc=f"verify {precision}", leave=False, disable=not opts.progress)):
-            # every sample at every shape when the count is the caller's (INT8's held-out images); else the
-            # requested count at the first shape and one batch at each other
-            want = samples or (opts.verify_samples if i == 0 else b)
-            n = -(-max(b, want) // b) * b  # whole batches
-            if images is not None:
-                x = resize_images(images, (h, w))
-                x = np.resize(x, (n, 3, h, w)) if len(x) < n else x[:n]
-            else:
-                x = random_inputs(n, (h, w), seed=i)
-            refs: dict[str, list] = {}
-            outs: dict[str, list] = {}
-            for start in range(0, n, b):
-                xb = x[start:start + b]
-                with torch.no_grad():
-                    ref = model(torch.from_numpy(np.ascontiguousarray(xb)))
-                got = ort_runner.infer({INPUT_NAME: xb})
-                for name, r in zip(output_names(opts.features), ref if isinstance(ref, tuple) else (ref,)):
-                    refs.setdefault(name, []).append(r.numpy())
-                    outs.setdefault(name, []).append(got[name])
-            groups.append(({k: np.concatenate(v) for k, v in refs.items()},
-                           {k: np.concatenate(v) for k, v in outs.items()}))
-    return verdict(precision, groups, inputs if images is not None else "random", [list(s) for s in shapes],
-                   tolerance)
-
-
 # ---------------------------------------------------------------------------------------------- pipeline
 
 
@@ -574,7 +505,7 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
     with warnings.catch_warnings():
         warnings.simplefilter("always", RandomWeightsWarning)
         if opts.task == "seg":
-            from twins_trt.segmentation import create_segmentor
+            from twins_trt.models.segmentor import create_segmentor
 
             model = create_segmentor(opts.variant, opts.seg_head, opts.num_classes, opts.weights, opts.seg_output,
                                      seed=0).fold_batchnorm()  # BN folded: the graph has convs only

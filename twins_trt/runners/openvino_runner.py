@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from twins_trt.device import cpu_flags
 from twins_trt.errors import BackendUnavailableError
-from twins_trt.runners import Feed, Runner, single_input
+from twins_trt.runners.base import Feed, Runner, single_input
 
 PRECISION_HINTS = ("f32", "bf16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # bf16 arithmetic in hardware (Linux /proc/cpuinfo names)
@@ -28,17 +29,6 @@ def openvino_status() -> tuple[bool, str]:
         return False, f"OpenVINO is not importable here ({e}); pip install openvino"
     return True, f"OpenVINO {openvino.get_version()}"
 
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo; empty where that file does not exist."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
 
 
 def bf16_decision(capabilities: tuple[str, ...] | frozenset[str], flags: frozenset[str]) -> tuple[bool, str]:
@@ -120,7 +110,7 @@ class OpenVinoRunner(Runner):
     def _refuse_if_export_says_so(self) -> None:
         """An artifact that OpenVINO computed wrongly at export (its manifest says so) is not run here."""
         from twins_trt import artifacts
-        from twins_trt.openvino_report import refusal
+        from twins_trt.runners.openvino_precision import refusal
 
         try:
             manifest = artifacts.read_manifest(self.path)
@@ -203,7 +193,7 @@ class OpenVinoRunner(Runner):
 
     def precision_report(self):
         """What ran in which precision for the last compiled shape (None before the first inference)."""
-        from twins_trt.openvino_report import precision_report, quantized_layers
+        from twins_trt.runners.openvino_precision import precision_report, quantized_layers
 
         c = self._last
         if c is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from twins_trt.errors import BackendUnavailableError
-from twins_trt.runners import Feed, Runner, single_input
+from twins_trt.runners.base import Feed, Runner, single_input
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],

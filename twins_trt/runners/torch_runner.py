@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from twins_trt.runners import INPUT_NAME, Feed, Runner, output_names, require_cuda, single_input
+from twins_trt.device import require_cuda
+from twins_trt.runners.base import INPUT_NAME, Feed, Runner, output_names, single_input
 
 
 class TorchRunner(Runner):

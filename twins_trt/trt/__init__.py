@@ -48,7 +48,7 @@ def tensorrt_status(trt: ModuleType | None = None) -> tuple[bool, str]:
     if is_emulated(trt):
         return True, (f"TensorRT emulator {trt.__version__} on {device_info(trt)['name']} "
                       "(ONNX Runtime on the CPU: figures are emulated, not TensorRT's)")
-    from twins_trt.runners import cuda_available
+    from twins_trt.device import cuda_available
 
     if not cuda_available():
         return False, f"TensorRT {trt.__version__} is installed but torch sees no CUDA GPU"
@@ -81,22 +81,6 @@ def build_hint(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "engin
     return build_command(onnx_path, out_dir)
 
 
-def try_build_after_export(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "engines",
-                           trt: ModuleType | None = None) -> tuple[bool, str]:
-    """Build the engine now if this machine can; otherwise say why and give the command for one that can.
-
-    Build failures (parser or builder) are raised as BuildError: an export that TensorRT rejects is news.
-    """
-    ok, why = tensorrt_status(trt)
-    if not ok:
-        return False, f"no TensorRT engine built: {why}; on a GPU machine run: {build_hint(onnx_path, out_dir)}"
-    from twins_trt.trt.build import build_engine
-
-    result = build_engine(onnx_path, out_dir, trt=trt)
-    return True, (f"built {result.plan_path} ({result.metadata['engine_bytes'] / 2**20:.1f} MiB, "
-                  f"{result.metadata['build_seconds']:.1f} s, {why})")
-
-
 def engine_paths(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "engines") -> tuple[Path, Path]:
     """`export/svt_s.fp16.onnx` -> (`engines/svt_s.fp16.plan`, `engines/svt_s.fp16.plan.json`).
 
@@ -111,4 +95,4 @@ def logger_for(trt: ModuleType, verbose: bool = False):
 
 
 __all__ = ["MIN_MAJOR", "build_command", "build_hint", "engine_paths", "load_tensorrt", "logger_for", "tensorrt_major",
-           "tensorrt_status", "try_build_after_export"]
+           "tensorrt_status"]

@@ -32,10 +32,10 @@ from twins_trt.artifacts import (
     tool_versions,
     write_bytes_atomic,
 )
-from twins_trt.errors import BuildError
-from twins_trt.trt import build_command, engine_paths, load_tensorrt, logger_for, tensorrt_major
+from twins_trt.errors import BuildError, ProfileError
+from twins_trt.trt import build_command, build_hint, engine_paths, load_tensorrt, logger_for, tensorrt_major, tensorrt_status
 from twins_trt.trt.engine_meta import METADATA_FORMAT, device_info, is_emulated, metadata_path
-from twins_trt.trt.profile import OnnxInfo, Profile, ProfileError, profile_from_onnx, read_onnx_info
+from twins_trt.trt.profile import OnnxInfo, Profile, profile_from_onnx, read_onnx_info
 
 log = logging.getLogger(__name__)
 
@@ -293,3 +293,17 @@ def build_engine(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "eng
 __all__ = ["BuildResult", "build_engine", "config_from_network", "engine_bytes_from_network", "host_bytes",
            "io_description", "network_flags", "network_from_onnx_path", "parser_errors_message",
            "profiles_for_batches", "save_engine", "save_timing_cache"]
+
+
+def try_build_after_export(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "engines",
+                           trt: ModuleType | None = None) -> tuple[bool, str]:
+    """Build the engine now if this machine can; otherwise say why and give the command for one that can.
+
+    Build failures (parser or builder) are raised as BuildError: an export that TensorRT rejects is news.
+    """
+    ok, why = tensorrt_status(trt)
+    if not ok:
+        return False, f"no TensorRT engine built: {why}; on a GPU machine run: {build_hint(onnx_path, out_dir)}"
+    result = build_engine(onnx_path, out_dir, trt=trt)
+    return True, (f"built {result.plan_path} ({result.metadata['engine_bytes'] / 2**20:.1f} MiB, "
+                  f"{result.metadata['build_seconds']:.1f} s, {why})")

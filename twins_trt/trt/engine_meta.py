@@ -35,7 +35,7 @@ def device_info(trt: ModuleType | None = None) -> dict[str, str]:
     """Name and compute capability of the device engines are built for here: the CUDA GPU, or the emulator's."""
     if is_emulated(trt):
         return dict(trt.emulated_device())
-    from twins_trt.runners import cuda_available
+    from twins_trt.device import cuda_available
 
     if not cuda_available():
         raise BackendUnavailableError("building or loading a TensorRT engine needs a CUDA GPU and torch sees none")

@@ -12,14 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from twins_trt.errors import BuildError
+from twins_trt.errors import BuildError, ProfileError
 
 META_PREFIX = "twins_trt."
 BATCH_DIM, HEIGHT_DIM, WIDTH_DIM = "batch", "height", "width"
 
-
-class ProfileError(BuildError, ValueError):
-    """An optimization profile that cannot be built from the ONNX and the flags given."""
 
 
 @dataclass(frozen=True)

@@ -125,13 +125,13 @@ def verify_engine(engine_path: str | os.PathLike, onnx_path: str | os.PathLike |
     The PyTorch reference is the model the export was made from (see reference_model_args); `seed` seeds
     the random input.
     """
+    from twins_trt.device import cuda_available
     from twins_trt.models import create_model
-    from twins_trt.runners import cuda_available
     from twins_trt.runners.ort_runner import OrtRunner
     from twins_trt.runners.torch_runner import TorchRunner
-    from twins_trt.runners.trt_runner import TrtRunner
     from twins_trt.trt.engine_meta import batch_range
     from twins_trt.trt.profile import read_onnx_info
+    from twins_trt.trt.runner import TrtRunner
 
     meta = check_engine_metadata(engine_path, onnx_given=onnx_path is not None)
     onnx_path = Path(onnx_path or meta["onnx"])

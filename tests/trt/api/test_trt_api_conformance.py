@@ -15,8 +15,8 @@ from onnx_tiny import DYNAMIC_META, make_onnx
 from trt_strict import HostMemory, configure
 
 from twins_trt.errors import BuildError
-from twins_trt.runners.trt_runner import bind_tensors, engine_from_bytes, enqueue, io_tensors
 from twins_trt.trt.build import build_engine, network_flags, network_from_onnx_path
+from twins_trt.trt.runner import bind_tensors, engine_from_bytes, enqueue, io_tensors
 
 MAJOR = int(os.environ["TWINS_TRT_API_MAJOR"])
 DEVICE = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}

@@ -15,12 +15,14 @@ One naming scheme: ``<runtime>[-<provider>][-<precision>]``, precision fp32 when
 `precision` is always the artifact's; `hint` is what OpenVINO is asked to compute in.
 
 Groups: ``cpu``, ``gpu``, ``all``, ``auto`` (``gpu`` where torch sees a CUDA device, else ``cpu``).
-Everything here is pure data and pure functions; `Capabilities.detect()` is the only probe.
+Everything here is pure data and pure functions; `Capabilities.detect()` is the only probe, and
+`make_runner` the one runner factory (bench, eval and the A/B worker all build runners through it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from twins_trt.export import PRECISIONS
 
@@ -145,7 +147,7 @@ class Capabilities:
 
     @classmethod
     def detect(cls) -> Capabilities:
-        from twins_trt.runners import cuda_available
+        from twins_trt.device import cuda_available
         from twins_trt.runners.openvino_runner import bf16_status, openvino_status
         from twins_trt.trt import tensorrt_status
 
@@ -203,6 +205,31 @@ def torch_device(device: str, caps: Capabilities) -> str:
     if device == "auto":
         return "cuda" if caps.cuda else "cpu"
     return device
+
+
+# ---------------------------------------------------------------------------------------------- runners
+
+
+def make_runner(b: Backend, *, model, device: str, onnx: dict[str, Path], engines: dict[str, Path],
+                threads: int | None, cuda_graph: bool = False):
+    """A Runner for `b`; runtimes are imported lazily (TensorRT above all)."""
+    if b.runtime == "torch":
+        from twins_trt.runners.torch_runner import TorchRunner
+
+        return TorchRunner(model, device=device, fp16=b.precision == "fp16", compile=b.compile, name=b.name)
+    if b.runtime == "ort":
+        from twins_trt.runners.ort_runner import OrtRunner
+
+        return OrtRunner(onnx[b.precision], provider=b.provider, threads=threads, name=b.name)
+    if b.runtime == "trt":
+        from twins_trt.trt.runner import TrtRunner
+
+        return TrtRunner(engines[b.precision], use_cuda_graph=cuda_graph, name=b.name)
+    if b.runtime == "openvino":
+        from twins_trt.runners.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(onnx[b.precision], precision_hint=b.hint or "f32", threads=threads, name=b.name)
+    raise ValueError(f"unknown runtime {b.runtime!r}")  # pragma: no cover
 
 
 @dataclass

@@ -132,10 +132,10 @@ def evaluate_seg(opts: SegEvalOptions, say: Callable[[str], None] | None = None)
     import torch
     from tqdm import tqdm
 
+    from twins_trt.bench.seg import find_seg_onnx
     from twins_trt.models import RandomWeightsWarning
+    from twins_trt.models.segmentor import create_segmentor
     from twins_trt.runners.ort_runner import OrtRunner
-    from twins_trt.segmentation import create_segmentor
-    from twins_trt.segmentation.bench import find_seg_onnx
 
     say = say or log.info
     files = find_images(opts.data)[: opts.limit]

@@ -25,16 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from twins_trt.errors import EngineMismatchError, InputSizeError, TwinsError
-from twins_trt.runners import Feed, Runner, require_cuda, single_input
+from twins_trt.device import require_cuda
+from twins_trt.errors import EngineMismatchError, EngineRunError, InputSizeError
+from twins_trt.runners.base import Feed, Runner, single_input
 
 # TensorRT DataType member name -> torch dtype attribute
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
                 "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
 
-
-class EngineRunError(TwinsError, RuntimeError):
-    """TensorRT refused to run an engine (enqueue failed, shapes unresolved)."""
 
 
 @dataclass(frozen=True)

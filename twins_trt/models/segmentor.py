@@ -12,9 +12,9 @@ import torch.nn as nn
 
 from twins_trt.errors import WeightsError
 from twins_trt.models import RandomWeightsWarning, create_model, resolve_variant
+from twins_trt.models.heads import ConvModule, FPNHead, FPNNeck, MLPHead, UPerHead, resize
 from twins_trt.models.mmseg import is_segmentor, split_segmentor
 from twins_trt.models.weights import read_state_dict
-from twins_trt.segmentation.heads import ConvModule, FPNHead, FPNNeck, MLPHead, UPerHead, resize
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twins_trt import artifacts
-from twins_trt.bench.backends import Backend, Capabilities, plan_run, torch_device
-from twins_trt.bench.core import BenchConfig, latency_stats, make_runner, measure, one_line
+from twins_trt.backends import Backend, Capabilities, make_runner, plan_run, torch_device
+from twins_trt.bench.core import BenchConfig, latency_stats, measure, one_line
 from twins_trt.bench.env import capture_environment, usable_cores
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def run_seg_benchmark(cfg: SegBenchConfig, caps: Capabilities | None = None,
     import torch
 
     from twins_trt.models import RandomWeightsWarning
-    from twins_trt.segmentation import create_segmentor
+    from twins_trt.models.segmentor import create_segmentor
 
     caps = caps or Capabilities.detect()
     threads = cfg.threads or usable_cores()
