@@ -67,6 +67,37 @@ def preprocess(path: str | os.PathLike, prep: Preprocessing | TwinsConfig, size:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Where INT8 calibration images come from: a folder, synthetic random data, or nowhere (INT8 is reused only)."""
+
+    dir: str | None = None
+    synthetic: bool = False
+    size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.dir is not None and self.synthetic:
+            raise ValueError("give calibration images (a folder) or synthetic calibration, not both")
+        if self.dir is not None:
+            object.__setattr__(self, "dir", str(self.dir))
+
+    @property
+    def possible(self) -> bool:
+        """True when an INT8 artifact can be made (not only reused)."""
+        return self.dir is not None or self.synthetic
+
+    @property
+    def source(self) -> str | None:
+        """As a manifest records it: the folder, "synthetic", or None (nothing to calibrate on)."""
+        return self.dir if self.dir is not None else "synthetic" if self.synthetic else None
+
+    def mismatch(self, recorded_source: str | None) -> str | None:
+        """An INT8 artifact serves a run that names a folder only when it was calibrated on that folder."""
+        if self.dir is not None and recorded_source != self.dir:
+            return f"calibrated on {recorded_source!r}, need {self.dir!r}"
+        return None
+
+
 @dataclass
 class LoadedImages:
     array: np.ndarray  # (N, 3, H, W) float32

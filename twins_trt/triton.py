@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twins_trt import artifacts as _artifacts
-from twins_trt.errors import TritonConfigError
+from twins_trt.artifacts.files import atomic_path, ensure_dir, write_bytes_atomic
+from twins_trt.artifacts.manifest import BatchRange, Manifest
+from twins_trt.errors import EngineMismatchError, TritonConfigError
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def spec_from_onnx(path: str | os.PathLike) -> ModelSpec:
         raise TritonConfigError(f"ONNX file {path} does not exist; create it with twins-export") from e
     except Exception as e:
         raise TritonConfigError(f"{path} is not a readable ONNX file ({type(e).__name__}: {e})") from e
-    manifest = _artifacts.read_manifest(path)
+    manifest = Manifest.read(path)
     meta = get_metadata(model)
     init_names = {i.name for i in model.graph.initializer}
 
@@ -133,8 +134,8 @@ def spec_from_onnx(path: str | os.PathLike) -> ModelSpec:
     if not inputs or not outputs:
         raise TritonConfigError(f"{path} has {len(inputs)} input(s) and {len(outputs)} output(s); "
                                 "need at least one each")
-    batch = _batch_from(manifest.get("batch"), meta.get("batch_profile"), inputs, str(path))
-    precision = manifest.get("precision") or meta.get("precision")
+    batch = _batch_from(manifest.batch if manifest else None, meta.get("batch_profile"), inputs, str(path))
+    precision = (manifest.precision if manifest else None) or meta.get("precision")
     spec = ModelSpec(path, "onnx", precision, inputs, outputs, batch, path.stem,
                      extra_files=_external_data(model, path.parent))
     if not manifest:
@@ -142,11 +143,10 @@ def spec_from_onnx(path: str | os.PathLike) -> ModelSpec:
     return spec
 
 
-def _batch_from(manifest_batch: Any, meta_profile: str | None, inputs: list[Tensor], where: str) -> dict | None:
-    if isinstance(manifest_batch, dict) and {"min", "opt", "max"} <= set(manifest_batch):
-        return {k: int(manifest_batch[k]) for k in ("min", "opt", "max")}
-    if isinstance(manifest_batch, dict) and "static" in manifest_batch:
-        return None
+def _batch_from(recorded: BatchRange | None, meta_profile: str | None, inputs: list[Tensor], where: str) -> dict | None:
+    """The dynamic batch profile {min, opt, max}, or None for a static batch: the manifest's word first."""
+    if recorded is not None:
+        return None if recorded.static else {"min": recorded.min, "opt": recorded.opt, "max": recorded.max}
     if meta_profile:
         lo, opt, hi = (int(x) for x in meta_profile.split(":"))
         return {"min": lo, "opt": opt, "max": hi}
@@ -157,21 +157,14 @@ def _batch_from(manifest_batch: Any, meta_profile: str | None, inputs: list[Tens
     return None
 
 
-def read_engine_metadata(plan: str | os.PathLike) -> dict[str, Any]:
-    from twins_trt.trt.engine_meta import metadata_path
+def engine_metadata(plan: str | os.PathLike) -> dict[str, Any]:
+    """The engine's metadata, read by the one reader (`trt.engine_meta`), its refusals as TritonConfigError."""
+    from twins_trt.trt.engine_meta import read_engine_metadata
 
-    plan = Path(plan)
-    meta_path = metadata_path(plan)  # `<stem>.plan.json`, as twins-build writes it
-    if not meta_path.is_file():
-        raise TritonConfigError(f"engine {plan} has no metadata file {meta_path}; twins-build writes one beside "
-                                "every plan (rebuild it, or write one with precision, inputs, outputs and profile)")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise TritonConfigError(f"engine metadata {meta_path} is not valid JSON ({e})") from e
-    if not isinstance(meta, dict):
-        raise TritonConfigError(f"engine metadata {meta_path} must be a JSON object, got {type(meta).__name__}")
-    return meta
+        return read_engine_metadata(plan)
+    except EngineMismatchError as e:
+        raise TritonConfigError(str(e)) from e
 
 
 def spec_from_plan(plan: str | os.PathLike) -> ModelSpec:
@@ -179,7 +172,7 @@ def spec_from_plan(plan: str | os.PathLike) -> ModelSpec:
     plan = Path(plan)
     if not plan.is_file():
         raise TritonConfigError(f"engine {plan} does not exist; build it with twins-build")
-    meta = read_engine_metadata(plan)
+    meta = engine_metadata(plan)
     from twins_trt.trt.engine_meta import metadata_path
 
     where = str(metadata_path(plan))
@@ -327,7 +320,7 @@ def parse_config(text: str):
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    with _artifacts.atomic_path(dst) as tmp:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
 
 
@@ -374,7 +367,7 @@ def write_triton_repo(artifacts: Sequence[str | os.PathLike], repo_dir: str | os
             raise TritonConfigError(f"the config written for {spec.source} does not parse as Triton's ModelConfig "
                                     f"({e})") from e
         texts.append(text)
-    repo = _artifacts.ensure_dir(repo_dir)
+    repo = ensure_dir(repo_dir)
     out = []
     for spec, name, text in zip(specs, chosen, texts, strict=True):
         model_dir = repo / name
@@ -382,7 +375,7 @@ def write_triton_repo(artifacts: Sequence[str | os.PathLike], repo_dir: str | os
         _copy_atomic(spec.source, target)
         for extra in spec.extra_files:
             _copy_atomic(extra, target.parent / extra.name)
-        _artifacts.write_bytes_atomic(model_dir / "config.pbtxt", text.encode())
+        write_bytes_atomic(model_dir / "config.pbtxt", text.encode())
         for note in spec.notes:
             log.warning("%s: %s", name, note)
         log.info("wrote Triton model %s (%s, max_batch_size %d) from %s", name, spec.platform,

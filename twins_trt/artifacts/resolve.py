@@ -26,35 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twins_trt.artifacts.manifest import Manifest
+from twins_trt.data import Calibration
 from twins_trt.export import ExportOptions, artifact_stem, export_variant
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Where INT8 calibration images come from: a folder, synthetic random data, or nowhere (INT8 is reused only)."""
-
-    dir: str | None = None
-    synthetic: bool = False
-    size: int = 16
-
-    def __post_init__(self) -> None:
-        if self.dir is not None and self.synthetic:
-            raise ValueError("give calibration images (a folder) or synthetic calibration, not both")
-        if self.dir is not None:
-            object.__setattr__(self, "dir", str(self.dir))
-
-    @property
-    def possible(self) -> bool:
-        """True when an INT8 artifact can be made (not only reused)."""
-        return self.dir is not None or self.synthetic
-
-    def mismatch(self, manifest: Manifest) -> str | None:
-        """An INT8 artifact serves a run that names a folder only when it was calibrated on that folder."""
-        if self.dir is not None and manifest.calibration_source != self.dir:
-            return f"calibrated on {manifest.calibration_source!r}, need {self.dir!r}"
-        return None
 
 
 @dataclass(frozen=True)
@@ -109,7 +84,7 @@ class Request:
             have = f"{manifest.batch.min}..{manifest.batch.max}" if manifest.batch else "(none recorded)"
             return f"batch range {have} does not cover {list(self.batches)}"
         if precision == "int8" and calibration is not None:
-            return calibration.mismatch(manifest)
+            return calibration.mismatch(manifest.calibration_source)
         return None
 
     def export_options(self, precisions: Sequence[str], calibration: Calibration, progress: bool) -> ExportOptions:

@@ -23,10 +23,43 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from twins_trt import artifacts
-from twins_trt.errors import RegressionError, TwinsError, UsageError, VerificationError
+from twins_trt import errors
+from twins_trt.artifacts.files import journal_mark, written_since
+from twins_trt.errors import TwinsError, UsageError
 
 EXIT_OK, EXIT_VERIFY, EXIT_ERROR, EXIT_REGRESSION, EXIT_INTERRUPT = 0, 1, 2, 3, 130
+
+# Every typed error of errors.py and the exit code it ends a command with (a test keeps this table complete).
+EXIT_CODES: dict[type[TwinsError], int] = {
+    errors.VerificationError: EXIT_VERIFY,  # an artifact disagrees with PyTorch beyond its bound
+    errors.AccuracyBudgetError: EXIT_VERIFY,  # an INT8 budget no precision mix meets (or a malformed one)
+    errors.RegressionError: EXIT_REGRESSION,  # a gated speed figure fell below its bound
+    errors.UnknownVariantError: EXIT_ERROR,
+    errors.InputSizeError: EXIT_ERROR,
+    errors.WeightsError: EXIT_ERROR,
+    errors.ExportError: EXIT_ERROR,
+    errors.GraphCheckError: EXIT_ERROR,
+    errors.CalibrationDataError: EXIT_ERROR,
+    errors.DatasetError: EXIT_ERROR,
+    errors.OutputDirError: EXIT_ERROR,
+    errors.BackendUnavailableError: EXIT_ERROR,
+    errors.EngineMismatchError: EXIT_ERROR,
+    errors.BuildError: EXIT_ERROR,
+    errors.ProfileError: EXIT_ERROR,
+    errors.EngineRunError: EXIT_ERROR,
+    errors.TritonConfigError: EXIT_ERROR,
+    errors.FingerprintError: EXIT_ERROR,
+    errors.RevisionError: EXIT_ERROR,
+    errors.WorkerError: EXIT_ERROR,
+    errors.InputFileError: EXIT_ERROR,
+    errors.UsageError: EXIT_ERROR,
+    errors.TwinsError: EXIT_ERROR,
+}
+
+
+def exit_code(e: TwinsError) -> int:
+    """The exit code of a typed error: its own class's entry in EXIT_CODES, else its nearest ancestor's."""
+    return next(EXIT_CODES[c] for c in type(e).__mro__ if c in EXIT_CODES)
 
 
 # ---------------------------------------------------------------------------------------------- the parser
@@ -272,7 +305,7 @@ def _os_error_line(e: OSError) -> str:
 
 
 def _interrupt_line(mark: int) -> str:
-    done = artifacts.written_since(mark)
+    done = written_since(mark)
     if not done:
         return "interrupted: nothing was written under a final name"
     return (f"interrupted: nothing half-written was left under a final name; {len(done)} complete file(s) were "
@@ -283,10 +316,11 @@ def run(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], in
         argv: list[str] | None = None) -> int:
     """Parse `argv`, run `body(args)` and turn whatever happens into one line and an exit code.
 
-    Typed errors -> `error: ...` and 2 (1 for a failed verification, 3 for a regression); Ctrl-C -> 130;
+    Typed errors -> `error: ...` and their EXIT_CODES entry (1 a failed verification, 3 a regression, else 2);
+    Ctrl-C -> 130;
     OS errors -> the path and what was wrong with it; anything else -> one line and a hint to rerun with -v.
     """
-    mark = artifacts.journal_mark()
+    mark = journal_mark()
     verbose = 0
 
     def say(line: str) -> None:
@@ -303,17 +337,12 @@ def run(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], in
     except KeyboardInterrupt:
         say(_interrupt_line(mark))
         return EXIT_INTERRUPT
-    except VerificationError as e:
-        say(f"error: {_flat(e)}")
-        return EXIT_VERIFY
-    except RegressionError as e:
-        say(f"error: {_flat(e)}")
-        return EXIT_REGRESSION
-    except (TwinsError, ValueError) as e:  # typed errors, and option checks in the library (ValueError)
-        if verbose:
+    except (TwinsError, ValueError) as e:  # typed errors (EXIT_CODES), and option checks in the library (ValueError)
+        code = exit_code(e) if isinstance(e, TwinsError) else EXIT_ERROR
+        if verbose and code == EXIT_ERROR:
             traceback.print_exc()
         say(f"error: {_flat(e)}")
-        return EXIT_ERROR
+        return code
     except OSError as e:
         if verbose:
             traceback.print_exc()

@@ -109,14 +109,11 @@ class OpenVinoRunner(Runner):
 
     def _refuse_if_export_says_so(self) -> None:
         """An artifact that OpenVINO computed wrongly at export (its manifest says so) is not run here."""
-        from twins_trt import artifacts
+        from twins_trt.artifacts.manifest import Manifest
         from twins_trt.runners.openvino_precision import refusal
 
-        try:
-            manifest = artifacts.read_manifest(self.path)
-        except (OSError, ValueError):
-            return  # no manifest (not from twins-export, or being verified right now): nothing recorded
-        why = refusal(manifest if isinstance(manifest, dict) else {}, self.path.name)
+        manifest = Manifest.read(self.path)  # None: not from twins-export, or being verified right now
+        why = refusal(manifest.get("openvino") if manifest else None, self.path.name)
         if why:
             raise BackendUnavailableError(why)
 

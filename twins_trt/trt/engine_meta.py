@@ -51,13 +51,17 @@ def read_engine_metadata(plan_path: str | os.PathLike) -> dict[str, Any]:
     if not plan_path.is_file():
         raise EngineMismatchError(f"engine {plan_path} does not exist; build it with twins-build EXPORT.onnx")
     try:
-        return json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
         raise EngineMismatchError(
             f"engine {plan_path} has no metadata file {meta_path}, so its TensorRT version and GPU are unknown; "
             f"rebuild it with twins-build EXPORT.onnx -o {plan_path.parent}") from None
     except ValueError as e:
-        raise EngineMismatchError(f"metadata {meta_path} is not valid JSON ({e}); rebuild the engine") from e
+        raise EngineMismatchError(f"engine metadata {meta_path} is not valid JSON ({e}); rebuild the engine") from e
+    if not isinstance(meta, dict):
+        raise EngineMismatchError(f"engine metadata {meta_path} must be a JSON object, got {type(meta).__name__}; "
+                                  "rebuild the engine")
+    return meta
 
 
 def incompatibilities(metadata: dict[str, Any], trt_version: str, device: dict[str, str]) -> list[str]:

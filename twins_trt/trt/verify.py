@@ -103,19 +103,20 @@ def reference_model_args(onnx_path: str | os.PathLike, engine_meta: dict, weight
     """create_model() arguments for the PyTorch model the export was made from: its variant, `features` flag,
     weights and seed, read from the ONNX manifest (then the ONNX metadata, then the engine's). `weights`
     given by the user wins."""
-    from twins_trt.artifacts import read_manifest
+    from twins_trt.artifacts.manifest import Manifest
     from twins_trt.trt.profile import read_onnx_info
 
     info = read_onnx_info(onnx_path)
-    manifest = read_manifest(onnx_path)
-    variant = manifest.get("variant") or info.variant or engine_meta.get("variant")
+    manifest = Manifest.read(onnx_path)
+    variant = (manifest.variant if manifest else None) or info.variant or engine_meta.get("variant")
     if not variant:
         raise VerificationError(f"{onnx_path} has no twins_trt.variant metadata, so the PyTorch model is unknown")
-    features = manifest.get("features")
-    if features is None:
+    if manifest is not None:
+        features = manifest.features
+    else:
         features = info.metadata.get("twins_trt.features") == "true" or bool(engine_meta.get("features"))
-    return {"name": variant, "weights": weights or manifest.get("weights"), "features": bool(features),
-            "seed": int(manifest.get("seed", 0))}  # twins-export initialises random weights with seed 0
+    return {"name": variant, "weights": weights or (manifest.weights if manifest else None), "features": bool(features),
+            "seed": int(manifest.get("seed", 0) if manifest else 0)}  # twins-export seeds random weights with 0
 
 
 def verify_engine(engine_path: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
