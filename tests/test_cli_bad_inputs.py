@@ -294,12 +294,12 @@ def _interrupt_triton(monkeypatch, ws):
 
 
 def _interrupt_bench(monkeypatch, ws):
-    import twins_trt.bench.core as core
+    import twins_trt.bench.measure as measure
 
     def interrupted(*a, **kw):  # model built, runner open, warm-up done: Ctrl-C while timing
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(core, "time_iterations", interrupted)
+    monkeypatch.setattr(measure, "time_iterations", interrupted)
     return ["--backends", "torch", "--batch", "1", "--warmup", "0", "--iters", "1", "--rounds", "1", "-q",
             "-o", ws["out"], "--write-baseline", ws["out"] + "/b.json"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from twins_trt.bench.core import add_speedups, latency_stats
+from twins_trt.bench.measure import add_speedups, latency_stats
 
 
 def make_doc(p50_ms: dict[tuple[str, int], list[float]], variant: str = "svt_s", threads: int = 2) -> dict:

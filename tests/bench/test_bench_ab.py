@@ -10,53 +10,55 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from twins_trt.bench import ab
+from twins_trt.bench import ab, ab_stats, revisions
+from twins_trt.errors import RevisionError
+from twins_trt.export import graph_report
 
 # ---------------------------------------------------------------------------------------------- decisions
 
 
 def test_same_speed_passes():
-    v = ab.decide([1.00, 0.98, 1.02, 0.99, 1.01], 0.10)
+    v = ab_stats.decide([1.00, 0.98, 1.02, 0.99, 1.01], 0.10)
     assert v.status == "pass" and v.ratio == pytest.approx(1.0) and v.rounds == 5
     assert (v.low, v.high) == (0.98, 1.02) and v.spread == (0.98, 1.02)
 
 
 def test_a_clear_slowdown_beyond_the_bound_is_a_regression():
-    assert ab.decide([0.80, 0.82, 0.79, 0.81, 0.80], 0.10).status == "regression"
+    assert ab_stats.decide([0.80, 0.82, 0.79, 0.81, 0.80], 0.10).status == "regression"
 
 
 def test_a_slowdown_within_the_bound_passes():
-    assert ab.decide([0.95, 0.94, 0.96, 0.95, 0.95], 0.10).status == "pass"
+    assert ab_stats.decide([0.95, 0.94, 0.96, 0.95, 0.95], 0.10).status == "pass"
 
 
 def test_noise_wider_than_the_bound_is_inconclusive_not_a_verdict():
     # median 0.95, but rounds range 0.70..1.20: cannot tell either way
-    v = ab.decide([0.95, 0.70, 1.20, 0.85, 1.05], 0.10)
+    v = ab_stats.decide([0.95, 0.70, 1.20, 0.85, 1.05], 0.10)
     assert v.status == "inconclusive" and v.low < 0.9 <= v.high
 
 
 def test_one_disturbed_round_among_many_does_not_decide():
     clean = [1.0, 0.99, 1.01, 1.0, 0.98, 1.02, 1.0, 0.99, 1.01]
-    assert ab.decide(clean + [0.06], 0.10).status == "pass"  # 10 rounds: the interval drops the extremes
-    assert ab.decide([1.0, 0.06, 1.01, 0.99, 1.0], 0.10).status == "inconclusive"  # 5 rounds: it cannot
+    assert ab_stats.decide(clean + [0.06], 0.10).status == "pass"  # 10 rounds: the interval drops the extremes
+    assert ab_stats.decide([1.0, 0.06, 1.01, 0.99, 1.0], 0.10).status == "inconclusive"  # 5 rounds: it cannot
 
 
 def test_more_rounds_narrow_the_interval():
-    few = ab.decide([0.86, 0.84, 0.80, 0.87, 0.92], 0.10)
-    many = ab.decide([0.86, 0.84, 0.80, 0.87, 0.92, 0.85, 0.83, 0.86, 0.84, 0.85, 0.86, 0.82], 0.10)
+    few = ab_stats.decide([0.86, 0.84, 0.80, 0.87, 0.92], 0.10)
+    many = ab_stats.decide([0.86, 0.84, 0.80, 0.87, 0.92, 0.85, 0.83, 0.86, 0.84, 0.85, 0.86, 0.82], 0.10)
     assert few.status == "inconclusive" and many.status == "regression"
 
 
 @pytest.mark.parametrize("n, k", [(2, 1), (5, 1), (8, 1), (9, 2), (15, 4), (30, 10)])
 def test_median_interval_order_statistics(n, k):
     values = [float(i) for i in range(1, n + 1)]
-    assert ab.median_interval(values) == (values[k - 1], values[n - k])
+    assert ab_stats.median_interval(values) == (values[k - 1], values[n - k])
 
 
 def test_decide_refuses_nonsense():
     for bad in ([], [0.0], [float("nan"), 1.0], [-1.0]):
         with pytest.raises(ValueError):
-            ab.decide(bad, 0.1)
+            ab_stats.decide(bad, 0.1)
 
 
 def test_overall_status_orders_regression_over_inconclusive_over_pass():
@@ -88,23 +90,23 @@ def _graph(path: Path, extra: str | None = None) -> Path:
 
 
 def test_graph_gate_catches_an_injected_pad(tmp_path):
-    base = ab.graph_summary(_graph(tmp_path / "a.onnx"))
-    new = ab.graph_summary(_graph(tmp_path / "b.onnx", "Pad"))
-    problems = ab.compare_graphs(base, new)
+    base = graph_report.graph_summary(_graph(tmp_path / "a.onnx"))
+    new = graph_report.graph_summary(_graph(tmp_path / "b.onnx", "Pad"))
+    problems = graph_report.compare_graphs(base, new)
     assert base["nodes"] == 2 and new["nodes"] == 3
     assert problems == ["nodes 2 -> 3 (+1; Pad +1)", "Pad 0 -> 1 (added 1)"]
 
 
 def test_graph_gate_catches_any_node_growth(tmp_path):
-    problems = ab.compare_graphs(ab.graph_summary(_graph(tmp_path / "a.onnx")),
-                                 ab.graph_summary(_graph(tmp_path / "b.onnx", "Identity")))
+    problems = graph_report.compare_graphs(graph_report.graph_summary(_graph(tmp_path / "a.onnx")),
+                                           graph_report.graph_summary(_graph(tmp_path / "b.onnx", "Identity")))
     assert problems == ["nodes 2 -> 3 (+1; Identity +1)"]
 
 
 def test_graph_gate_passes_identical_and_smaller_graphs(tmp_path):
-    same = ab.graph_summary(_graph(tmp_path / "a.onnx"))
-    assert ab.compare_graphs(same, same) == []
-    assert ab.compare_graphs(ab.graph_summary(_graph(tmp_path / "b.onnx", "Identity")), same) == []
+    same = graph_report.graph_summary(_graph(tmp_path / "a.onnx"))
+    assert graph_report.compare_graphs(same, same) == []
+    assert graph_report.compare_graphs(graph_report.graph_summary(_graph(tmp_path / "b.onnx", "Identity")), same) == []
 
 
 # ---------------------------------------------------------------------------------------------- revisions
@@ -126,12 +128,12 @@ def tiny_repo(tmp_path_factory) -> Path:
 
 
 def test_resolve_revision_gives_the_full_hash(tiny_repo):
-    assert ab.resolve_revision("HEAD~1", tiny_repo) == _git(tiny_repo, "rev-parse", "HEAD~1")
+    assert revisions.resolve_revision("HEAD~1", tiny_repo) == _git(tiny_repo, "rev-parse", "HEAD~1")
 
 
 def test_a_missing_revision_is_one_line(tiny_repo):
-    with pytest.raises(ab.RevisionError) as e:
-        ab.resolve_revision("0123456789abcdef0123456789abcdef01234567", tiny_repo)
+    with pytest.raises(RevisionError) as e:
+        revisions.resolve_revision("0123456789abcdef0123456789abcdef01234567", tiny_repo)
     msg = str(e.value)
     assert "\n" not in msg and "is not in this clone's history (3 commits" in msg and "REVISION" in msg
 
@@ -140,18 +142,18 @@ def test_a_shallow_clone_is_told_to_unshallow(tiny_repo, tmp_path):
     shallow = tmp_path / "shallow"
     subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{tiny_repo}", str(shallow)], check=True)
     first = _git(tiny_repo, "rev-list", "--max-parents=0", "HEAD")
-    with pytest.raises(ab.RevisionError, match="shallow: run `git fetch --unshallow`"):
-        ab.resolve_revision(first, shallow)
+    with pytest.raises(RevisionError, match="shallow: run `git fetch --unshallow`"):
+        revisions.resolve_revision(first, shallow)
 
 
 def test_not_a_git_checkout(tmp_path):
-    with pytest.raises(ab.RevisionError, match="not one"):
-        ab.resolve_revision("HEAD", tmp_path)
+    with pytest.raises(RevisionError, match="not one"):
+        revisions.resolve_revision("HEAD", tmp_path)
 
 
 def test_checkout_revision_without_the_package_is_refused(tiny_repo, tmp_path):
-    with pytest.raises(ab.RevisionError, match="no twins_trt package"):
-        ab.checkout_revision(_git(tiny_repo, "rev-parse", "HEAD"), tiny_repo, tmp_path / "co")
+    with pytest.raises(RevisionError, match="no twins_trt package"):
+        revisions.checkout_revision(_git(tiny_repo, "rev-parse", "HEAD"), tiny_repo, tmp_path / "co")
 
 
 def test_cli_missing_revision_exits_2_in_one_line(capsys, tmp_path):
@@ -181,10 +183,10 @@ def test_cli_against_argument_conflicts(argv, message, capsys):
 @pytest.mark.slow
 def test_both_sides_run_their_own_checkout(tmp_path):
     """HEAD vs the code under test, torch only, tiny input: the protocol, the checkouts and the document."""
-    root = ab.code_root()
+    root = revisions.code_root()
     if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
         pytest.skip("the code under test is not in a git checkout")
-    cfg = ab.ABConfig(against="HEAD", variants=["svt_s"], backends=["torch"], batches=[1], img_size=(64, 64),
+    cfg = ab.ABOptions(against="HEAD", variants=["svt_s"], backends=["torch"], batches=[1], img_size=(64, 64),
                       threads=1, warmup=1, iters=1, rounds=2, max_rounds=2, workdir=str(tmp_path / "scratch"))
     doc = ab.run_ab(cfg, say=lambda m: None, progress=False)
     assert doc["base_commit"] == _git(root, "rev-parse", "HEAD")

@@ -89,29 +89,29 @@ def here(doc: dict) -> dict:
 
 
 def test_cli_exit_code_3_on_regression(doc, tmp_path, monkeypatch, capsys):
-    from twins_trt.bench import core
+    from twins_trt.bench import run
     from twins_trt.cli import bench as cli
 
     doc = here(doc)
     base = gate.write_baseline(doc, tmp_path / "base.json")
-    monkeypatch.setattr(core, "run_benchmark", lambda cfg, caps=None, say=print: slow_down(doc, "ort-cpu", 1.5))
+    monkeypatch.setattr(run, "run_benchmark", lambda cfg, caps=None, say=print: slow_down(doc, "ort-cpu", 1.5))
     rc = cli.main(["--backends", "torch,ort-cpu", "--batch", "1,8", "-o", str(tmp_path / "out"), "--no-plot", "-q",
                    "--baseline", str(base), "--max-regression", "15%"])
     err = capsys.readouterr().err
     assert rc == 3 and "regressed more than 15%" in err and "svt_s/ort-cpu/b8" in err
-    monkeypatch.setattr(core, "run_benchmark", lambda cfg, caps=None, say=print: copy.deepcopy(doc))
+    monkeypatch.setattr(run, "run_benchmark", lambda cfg, caps=None, say=print: copy.deepcopy(doc))
     assert cli.main(["--backends", "torch,ort-cpu", "--batch", "1,8", "-o", str(tmp_path / "out"), "--no-plot",
                      "-q", "--baseline", str(base)]) == 0
 
 
 def test_cli_retry_passes_when_the_slowdown_does_not_reproduce(doc, tmp_path, monkeypatch, capsys):
-    from twins_trt.bench import core
+    from twins_trt.bench import run
     from twins_trt.cli import bench as cli
 
     doc = here(doc)
     base = gate.write_baseline(doc, tmp_path / "base.json")
     runs = iter([slow_down(doc, "ort-cpu", 1.5), copy.deepcopy(doc)])  # a noisy first try, then a clean one
-    monkeypatch.setattr(core, "run_benchmark", lambda cfg, caps=None, say=print: next(runs))
+    monkeypatch.setattr(run, "run_benchmark", lambda cfg, caps=None, say=print: next(runs))
     rc = cli.main(["--backends", "torch,ort-cpu", "--batch", "1,8", "-o", str(tmp_path / "out"), "--name", "g",
                    "--no-plot", "-q", "--baseline", str(base)])
     assert rc == 0 and "measuring again to confirm" in capsys.readouterr().err
@@ -161,7 +161,7 @@ def test_the_old_format_1_baseline_is_refused_here():
 
 
 def test_cli_refuses_a_foreign_baseline_before_measuring(doc, tmp_path, monkeypatch, capsys):
-    from twins_trt.bench import core
+    from twins_trt.bench import run
     from twins_trt.cli import bench as cli
 
     base = gate.write_baseline(doc, tmp_path / "base.json")  # "Test CPU": not this machine
@@ -169,7 +169,7 @@ def test_cli_refuses_a_foreign_baseline_before_measuring(doc, tmp_path, monkeypa
     def must_not_run(*a, **k):
         raise AssertionError("measured although the baseline was refused")
 
-    monkeypatch.setattr(core, "run_benchmark", must_not_run)
+    monkeypatch.setattr(run, "run_benchmark", must_not_run)
     rc = cli.main(["--backends", "torch,ort-cpu", "--batch", "1,8", "-o", str(tmp_path / "out"), "-q",
                    "--baseline", str(base)])
     err = capsys.readouterr().err

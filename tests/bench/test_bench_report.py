@@ -8,8 +8,8 @@ import matplotlib.figure
 import pytest
 from bench_docs import make_doc
 
-from twins_trt.bench.core import PAPER_FIGURES
 from twins_trt.bench.report import format_markdown, format_table, write_reports
+from twins_trt.bench.run import PAPER_FIGURES
 
 
 def test_table_has_speedups_and_skips(doc):

@@ -9,7 +9,8 @@ import pytest
 from bench_docs import make_doc
 
 from twins_trt.backends import BACKENDS
-from twins_trt.bench.core import BenchConfig, latency_stats, measure, median_ratio, percentile, time_iterations
+from twins_trt.bench.measure import latency_stats, measure, median_ratio, percentile, time_iterations
+from twins_trt.bench.run import BenchOptions
 
 
 def test_percentiles_match_numpy_linear():
@@ -84,7 +85,7 @@ def test_time_iterations_counts():
 def test_measure_alternates_rounds_and_counts_warmup():
     log: list = []
     runners = {"torch": FakeRunner("torch", log), "ort-cpu": FakeRunner("ort-cpu", log)}
-    cfg = BenchConfig(variants=["svt_s"], backends=[BACKENDS["torch"], BACKENDS["ort-cpu"]], batches=[1, 2],
+    cfg = BenchOptions(variants=["svt_s"], backends=[BACKENDS["torch"], BACKENDS["ort-cpu"]], batches=[1, 2],
                       img_size=(32, 32), warmup=3, iters=2, rounds=3, progress=False)
     cells = measure(runners, BACKENDS, "svt_s", [1, 2], cfg)
     order = [(n, b) for n, what, b in log if what == "prepare"]
@@ -103,7 +104,7 @@ def test_measure_reports_a_failing_backend_and_goes_on():
             raise RuntimeError("kernel exploded\nat line 3")
 
     runners = {"torch": FakeRunner("torch", []), "ort-cpu": Broken("ort-cpu", [])}
-    cfg = BenchConfig(variants=["svt_s"], backends=[], batches=[1], img_size=(32, 32), warmup=1, iters=2,
+    cfg = BenchOptions(variants=["svt_s"], backends=[], batches=[1], img_size=(32, 32), warmup=1, iters=2,
                       progress=False)
     cells = measure(runners, BACKENDS, "svt_s", [1], cfg)
     assert cells[("ort-cpu", 1)].error == "failed at batch 1: RuntimeError: at line 3"
@@ -115,4 +116,4 @@ def test_measure_reports_a_failing_backend_and_goes_on():
                                 dict(iters=None, min_seconds=-1.0)])
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ValueError):
-        BenchConfig(variants=["svt_s"], backends=[], batches=[1], **kw)
+        BenchOptions(variants=["svt_s"], backends=[], batches=[1], **kw)

@@ -63,7 +63,7 @@ def test_a_layer_left_in_fp32_is_named(tmp_path):
 
 def bench_doc(cells: dict[tuple[str, int], dict | None]) -> dict:
     """A two-backend result document; `cells` maps (backend, batch) to its runner's precision report."""
-    from twins_trt.bench.core import add_speedups, latency_stats
+    from twins_trt.bench.measure import add_speedups, latency_stats
 
     results = [{"variant": "svt_s", "backend": b, "runtime": b.split("-")[0], "precision": "fp32", "batch": n,
                 "status": "ok", **latency_stats([0.05, 0.05], n), "rounds": 1, "round_p50_ms": [50.0],

@@ -20,155 +20,33 @@ How a run goes (`run_ab`):
    inconclusive cells are measured again, round by round, up to `max_rounds`. One still
    inconclusive then is reported as such (a difference the noise does not resolve is not a
    demonstrated regression), never passed or failed on a lucky draw.
+
+Here: the worker processes and the run. The decision is `bench.ab_stats`, the git plumbing
+`bench.revisions`, the graph diff `export.graph_report.compare_graphs`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import math
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from twins_trt.errors import RevisionError, WorkerError
+from twins_trt.bench.ab_stats import CellVerdict, decide
+from twins_trt.bench.revisions import checkout_revision, code_root, describe_revision, resolve_revision
+from twins_trt.errors import WorkerError
+from twins_trt.export.graph_report import compare_graphs, graph_summary
 
 log = logging.getLogger(__name__)
 
-WATCHED_OPS = ("Pad", "Slice", "Shape", "Gather")  # the ops a clean Twins graph never needs
 WORKER = Path(__file__).with_name("ab_worker.py")
-
-
-
-
-# ---------------------------------------------------------------------------------------------- decisions
-
-
-@dataclass(frozen=True)
-class Verdict:
-    status: str  # pass | regression | inconclusive
-    ratio: float  # median over rounds of new img/s / base img/s
-    low: float  # distribution-free 95% interval of that median
-    high: float
-    rounds: int
-    spread: tuple[float, float]  # min and max of the per-round ratios
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Order-statistic interval for the median (sign-test inversion): robust to rounds a neighbour disturbed.
-
-    With n values sorted, [x(k), x(n-k+1)] covers the median with probability 1 - 2 P(Binomial(n, 1/2) < k);
-    k is the largest that keeps this >= `confidence`, or 1 (the whole range) when none does (n < 6).
-    """
-    xs = sorted(values)
-    n = len(xs)
-    tail, k, below = (1 - confidence) / 2, 1, 0.0
-    for j in range(1, n // 2 + 1):  # P(B < j+1) = P(B <= j)
-        below += math.comb(n, j - 1) / 2**n
-        if below > tail:
-            break
-        k = j
-    return xs[k - 1], xs[n - k]
-
-
-def decide(ratios: list[float], max_regression: float) -> Verdict:
-    """pass / regression / inconclusive from per-round speed ratios (new / base); pure.
-
-    pass: the whole 95% interval of the median ratio is at or above 1 - max_regression; regression: the
-    whole interval is below it; inconclusive: the interval straddles it (more rounds narrow it).
-    """
-    if not ratios or any(not math.isfinite(r) or r <= 0 for r in ratios):
-        raise ValueError(f"speed ratios must be positive numbers, got {ratios}")
-    bound = 1.0 - max_regression
-    low, high = median_interval(ratios) if len(ratios) >= 2 else (0.0, math.inf)
-    status = "pass" if low >= bound else "regression" if high < bound else "inconclusive"
-    return Verdict(status, statistics.median(ratios), low, high, len(ratios), (min(ratios), max(ratios)))
-
-
-def graph_summary(onnx_path: str | os.PathLike) -> dict:
-    """Node count and op histogram of an ONNX file (weights not loaded)."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    ops: dict[str, int] = {}
-    for n in model.graph.node:
-        ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    return {"nodes": len(model.graph.node), "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))}
-
-
-def compare_graphs(base: dict, new: dict, watched: tuple[str, ...] = WATCHED_OPS) -> list[str]:
-    """What the new graph adds that fails the gate: node-count growth, or more of a watched op. Pure."""
-    diff = {op: new["ops"].get(op, 0) - base["ops"].get(op, 0) for op in {*base["ops"], *new["ops"]}}
-    changed = ", ".join(f"{op} {d:+d}" for op, d in sorted(diff.items()) if d)
-    problems = []
-    if new["nodes"] > base["nodes"]:
-        problems.append(f"nodes {base['nodes']} -> {new['nodes']} ({new['nodes'] - base['nodes']:+d}; {changed})")
-    for op in watched:
-        if diff.get(op, 0) > 0:
-            problems.append(f"{op} {base['ops'].get(op, 0)} -> {new['ops'].get(op, 0)} (added {diff[op]})")
-    return problems
-
-
-# ---------------------------------------------------------------------------------------------- revisions
-
-
-def code_root() -> Path:
-    """The checkout that holds the twins_trt being run (the code under test)."""
-    import twins_trt
-
-    return Path(twins_trt.__file__).resolve().parent.parent
-
-
-def _git(repo: Path, *args: str, text: bool = True) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=text, timeout=120)
-    except FileNotFoundError:
-        raise RevisionError("--against needs git, and git is not installed") from None
-
-
-def resolve_revision(rev: str, repo: Path) -> str:
-    """REV -> full commit hash, or one line saying why this checkout cannot provide it."""
-    top = _git(repo, "rev-parse", "--show-toplevel")
-    if top.returncode != 0:
-        raise RevisionError(f"--against needs the code under test in a git checkout, and {repo} is not one "
-                            "(installed from a wheel?); use a clone, or --baseline FILE recorded on this machine")
-    out = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    if out.returncode == 0 and out.stdout.strip():
-        return out.stdout.strip()
-    shallow = _git(repo, "rev-parse", "--is-shallow-repository").stdout.strip() == "true"
-    count = _git(repo, "rev-list", "--count", "HEAD").stdout.strip() or "?"
-    hint = ("this clone is shallow: run `git fetch --unshallow` (CI: clone with full history, fetch-depth 0)"
-            if shallow else "fetch it, or move the recorded revision (bench/baselines/REVISION) to one in this history")
-    raise RevisionError(f"revision {rev!r} is not in this clone's history ({count} commits reachable from HEAD); {hint}")
-
-
-def checkout_revision(sha: str, repo: Path, dest: Path) -> Path:
-    """The tree of `sha` under `dest` (git archive: no worktree bookkeeping left behind)."""
-    out = _git(repo, "archive", "--format=tar", sha, text=False)
-    if out.returncode != 0:
-        raise RevisionError(f"git archive {sha[:12]} failed: {out.stderr.decode(errors='replace').strip()[:300]}")
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
-        tar.extractall(dest, filter="data")
-    if not (dest / "twins_trt" / "__init__.py").is_file():
-        raise RevisionError(f"revision {sha[:12]} has no twins_trt package to benchmark")
-    return dest
-
-
-def describe_revision(sha: str, repo: Path) -> str:
-    out = _git(repo, "log", "-1", "--format=%h %s", sha)
-    return out.stdout.strip() or sha[:12]
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -229,7 +107,7 @@ class Worker:
 
 
 @dataclass
-class ABConfig:
+class ABOptions:
     against: str
     variants: list[str]
     backends: list[str]
@@ -262,7 +140,7 @@ class ABCell:
     batch: int
     base_p50_ms: list[float] = field(default_factory=list)
     new_p50_ms: list[float] = field(default_factory=list)
-    verdict: Verdict | None = None
+    verdict: CellVerdict | None = None
 
     @property
     def key(self) -> str:
@@ -285,7 +163,7 @@ def _p50_ms(latencies_s: list[float]) -> float:
     return statistics.median(latencies_s) * 1e3
 
 
-def run_ab(cfg: ABConfig, say: Callable[[str], None] = print, progress: bool = True) -> dict:
+def run_ab(cfg: ABOptions, say: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Both revisions set up, graph-gated, measured round by round; returns the A/B document."""
     from twins_trt.bench.env import capture_environment
 
@@ -339,7 +217,7 @@ def _graph_gate(arts: dict[str, dict[str, dict[str, str]]], doc: dict, say: Call
                 + (f" -> FAIL {'; '.join(problems)}" if problems else " -> ok"))
 
 
-def _measure_rounds(cells: list[ABCell], workers: dict[str, Worker], cfg: ABConfig, say, progress: bool) -> None:
+def _measure_rounds(cells: list[ABCell], workers: dict[str, Worker], cfg: ABOptions, say, progress: bool) -> None:
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.rounds * len(cells), desc="A/B", unit="cell", file=sys.stderr, disable=not progress,

@@ -1,9 +1,10 @@
 """Frames per second of Twins segmentors at segmentation sizes, per backend (`twins-bench --task seg`).
 
-The measurement is the classifier benchmark's own (`twins_trt.bench.core.measure`: seeded inputs,
+The measurement is the classifier benchmark's own (`twins_trt.bench.measure.measure`: seeded inputs,
 warm-up apart, alternating rounds, device synchronised around each timed iteration); only the
 model, the artifacts and the sizes differ. Batch 1: a segmentor serves one frame at a time, so
-frames/s = 1 / mean latency. ONNX artifacts: a dynamic-H/W export in ``export_dir`` whose profile
+frames/s = 1 / mean latency. ONNX artifacts come from the one resolver (`Resolver` with a
+`Request(task="seg")`, one per variant and size): a dynamic-H/W export in ``export_dir`` whose profile
 covers the size is reused, then a static one at that size; failing both, a static FP32/FP16 export
 is made at that size (INT8 is reused only: export it with `twins-export --task seg --int8`).
 """
@@ -11,25 +12,23 @@ is made at that size (INT8 is reused only: export it with `twins-export --task s
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twins_trt import artifacts
-from twins_trt.backends import Backend, Capabilities, make_runner, plan_run, torch_device
-from twins_trt.bench.core import BenchConfig, latency_stats, measure, one_line
-from twins_trt.bench.env import capture_environment, usable_cores
-
-log = logging.getLogger(__name__)
+from twins_trt.artifacts.resolve import Request, Resolver
+from twins_trt.backends import Backend, Capabilities, make_runner, plan_run
+from twins_trt.bench.env import capture_environment
+from twins_trt.bench.measure import latency_stats, measure
+from twins_trt.bench.run import BenchOptions, host_setup
+from twins_trt.errors import one_line
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((512, 512), (1024, 2048))
 
 
 @dataclass
-class SegBenchConfig:
+class SegBenchOptions:
     variants: list[str]
     backends: list[Backend]
     head: str = "fpn"
@@ -49,73 +48,31 @@ class SegBenchConfig:
     progress: bool = True
     skipped: list[dict] = field(default_factory=list)
 
-
-def _covers(manifest: dict, size: tuple[int, int], head: str, num_classes: int | None, seg_output: str) -> bool:
-    seg = manifest.get("segmentation") or {}
-    if seg.get("head") != head or seg.get("output") != seg_output:
-        return False
-    if num_classes is not None and seg.get("num_classes") != num_classes:
-        return False
-    prof = manifest.get("hw_profile")
-    if prof:
-        (h0, w0), _, (h2, w2) = prof
-        return h0 <= size[0] <= h2 and w0 <= size[1] <= w2
-    return tuple(manifest.get("img_size", ())) == tuple(size)
+    def resolver(self, variant: str, size: tuple[int, int], say: Callable[[str], None]) -> Resolver:
+        """The one resolver of `variant`'s segmentor at `size` (FP32/FP16 exported when missing, INT8 reused only)."""
+        request = Request(variant, (1,), tuple(size), self.weights, task="seg", seg_head=self.head,
+                          num_classes=self.num_classes, seg_output=self.seg_output, export_dir=str(self.export_dir))
+        return Resolver(request, say=say, progress=self.progress, exportable=("fp32", "fp16"))
 
 
 def find_seg_onnx(export_dir, variant: str, head: str, precision: str, size: tuple[int, int],
                   num_classes: int | None = None, seg_output: str = "input") -> Path | None:
-    """A segmentation ONNX for `size`: a dynamic-H/W one covering it first, then a static one at it."""
-    from twins_trt.export import artifact_stem
-
-    for stem in (artifact_stem(variant, size, dynamic_shape=True, seg_head=head), artifact_stem(variant, size, seg_head=head)):
-        path = Path(export_dir) / f"{stem}.{precision}.onnx"
-        mpath = artifacts.manifest_path(path)
-        if not (path.is_file() and mpath.is_file()):
-            continue
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if manifest.get("batch", {}).get("static", 1) == 1 and _covers(manifest, size, head, num_classes, seg_output):
-            return path
-        log.info("not reusing %s: another head, class count, output or size range", path)
-    return None
+    """A segmentation ONNX for `size` (the resolver's answer): a dynamic-H/W one covering it, then a static one."""
+    request = Request(variant, (1,), tuple(size), task="seg", seg_head=head, num_classes=num_classes,
+                      seg_output=seg_output, export_dir=str(export_dir))
+    return Resolver(request).find(precision)
 
 
-def ensure_seg_onnx(cfg: SegBenchConfig, variant: str, size: tuple[int, int], precisions: list[str],
-                    say: Callable[[str], None]) -> dict[str, Path]:
-    from twins_trt.export import ExportOptions, export_variant
-
-    found = {p: find_seg_onnx(cfg.export_dir, variant, cfg.head, p, size, cfg.num_classes, cfg.seg_output)
-             for p in precisions}
-    missing = [p for p, path in found.items() if path is None and p != "int8"]
-    if missing:
-        opts = ExportOptions(variant=variant, out_dir=cfg.export_dir, weights=cfg.weights, precisions=tuple(missing),
-                             img_size=size, task="seg", seg_head=cfg.head, num_classes=cfg.num_classes,
-                             seg_output=cfg.seg_output, verify_samples=1, progress=cfg.progress)
-        say(f"exporting {variant} {cfg.head} segmentor at {size[0]}x{size[1]} ({', '.join(opts.precisions)}) "
-            f"to {cfg.export_dir}/{opts.stem}.*.onnx (no matching artifact to reuse)")
-        res = export_variant(opts)
-        found.update({p: res.artifacts[p] for p in missing})
-    return {p: path for p, path in found.items() if path is not None}
-
-
-def run_seg_benchmark(cfg: SegBenchConfig, caps: Capabilities | None = None,
+def run_seg_benchmark(cfg: SegBenchOptions, caps: Capabilities | None = None,
                       say: Callable[[str], None] = print) -> dict:
     """Every (variant, size, backend) at batch 1; returns a result document like twins-bench's."""
-    import torch
-
     from twins_trt.models import RandomWeightsWarning
     from twins_trt.models.segmentor import create_segmentor
 
-    caps = caps or Capabilities.detect()
-    threads = cfg.threads or usable_cores()
-    torch.set_num_threads(threads)
-    device = torch_device(cfg.device, caps)
+    caps, threads, device = host_setup(cfg.threads, cfg.device, caps)
     doc: dict = {"kind": "twins-bench-seg", "head": cfg.head, "torch_attn": cfg.torch_attn, "sizes": [list(s) for s in cfg.sizes],
                  "env": capture_environment(threads), "threads": threads, "torch_device": device,
-                 "method": "batch 1; frames/s = 1 / mean latency; twins_trt.bench.core.measure per size",
+                 "method": "batch 1; frames/s = 1 / mean latency; twins_trt.bench.measure.measure per size",
                  "results": [], "skipped": []}
     for variant in cfg.variants:
         with warnings.catch_warnings():
@@ -123,15 +80,15 @@ def run_seg_benchmark(cfg: SegBenchConfig, caps: Capabilities | None = None,
             model = create_segmentor(variant, cfg.head, cfg.num_classes, cfg.weights, cfg.seg_output, seed=0)
         model.set_attn_impl(cfg.torch_attn)  # export_variant traces a copy of its own, always explicit
         for size in cfg.sizes:
-            int8_there = find_seg_onnx(cfg.export_dir, variant, cfg.head, "int8", size, cfg.num_classes,
-                                       cfg.seg_output) is not None
-            plan = plan_run(cfg.backends, caps, cfg.device, can_calibrate=False, int8_available=int8_there)
+            resolver = cfg.resolver(variant, size, say)
+            plan = plan_run(cfg.backends, caps, cfg.device, can_calibrate=False,
+                            int8_available=resolver.find("int8") is not None)
             for name, why in plan.skipped.items():
                 doc["skipped"].append({"variant": variant, "size": list(size), "backend": name, "reason": why})
             onnx: dict[str, Path] = {}
             if plan.onnx_precisions:
                 try:
-                    onnx = ensure_seg_onnx(cfg, variant, size, plan.onnx_precisions, say)
+                    onnx = resolver.onnx(plan.onnx_precisions)
                 except Exception as e:
                     for b in plan.run:
                         if b.needs_onnx:
@@ -141,9 +98,9 @@ def run_seg_benchmark(cfg: SegBenchConfig, caps: Capabilities | None = None,
     return doc
 
 
-def _measure_size(cfg: SegBenchConfig, variant: str, size, backends: list[Backend], model, onnx: dict[str, Path],
+def _measure_size(cfg: SegBenchOptions, variant: str, size, backends: list[Backend], model, onnx: dict[str, Path],
                   device: str, threads: int, doc: dict) -> None:
-    bcfg = BenchConfig(variants=[variant], backends=backends, batches=[1], img_size=tuple(size), warmup=cfg.warmup,
+    bcfg = BenchOptions(variants=[variant], backends=backends, batches=[1], img_size=tuple(size), warmup=cfg.warmup,
                        iters=cfg.iters, min_seconds=cfg.min_seconds, rounds=cfg.rounds, threads=threads,
                        seed=cfg.seed, progress=False)
     runners: dict[str, object] = {}
@@ -191,39 +148,3 @@ def format_seg_table(doc: dict) -> str:
         size = "x".join(map(str, s["size"])) if s.get("size") else ""
         out.append(f"skipped {s['variant']} {size} {s['backend']}: {s['reason']}")
     return "\n".join(out)
-
-
-def main_from_cli(args, kwargs: dict, caps: Capabilities, argv: list[str]) -> int:
-    """`twins-bench --task seg`: the classifier CLI's parsed arguments, seg defaults where none given."""
-    import shlex
-    import sys
-    import time
-
-    from twins_trt.bench.env import environment_line
-
-    sizes = tuple(args.seg_sizes) if args.seg_sizes else DEFAULT_SIZES
-    cfg = SegBenchConfig(
-        variants=kwargs["variants"], backends=kwargs["backends"], head=args.seg_head, sizes=sizes,
-        num_classes=args.num_classes, weights=kwargs["weights"], warmup=2 if args.warmup is None else args.warmup,
-        iters=None if args.min_seconds is not None else (5 if args.iters is None else args.iters),
-        min_seconds=args.min_seconds, rounds=1 if args.rounds is None else args.rounds, threads=kwargs["threads"],
-        device=kwargs["device"], export_dir=kwargs["export_dir"], seed=kwargs["seed"], progress=kwargs["progress"],
-        torch_attn=kwargs["torch_attn"],
-    )
-    from twins_trt.errors import TwinsError
-
-    try:
-        doc = run_seg_benchmark(cfg, caps=caps, say=lambda m: print(m, file=sys.stderr))
-    except TwinsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    doc["command"] = "twins-bench " + shlex.join(argv)
-    name = args.name or f"bench_seg_{'_'.join(cfg.variants)}_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    path = artifacts.write_json_atomic(Path(args.out_dir) / f"{name}.json", doc)
-    print(f"# {environment_line(doc['env'])}")
-    print(format_seg_table(doc))
-    print(f"\nwrote {path}")
-    if not doc["results"]:
-        print("error: nothing was measured (see the reasons above)", file=sys.stderr)
-        return 2
-    return 0

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None):
-    """(args, BenchConfig kwargs, capabilities); a bad argument raises UsageError with what would be right."""
+    """(args, BenchOptions kwargs, capabilities); a bad argument raises UsageError with what would be right."""
     args = build_parser().parse_args(argv)
     if args.list:
         return args, None, None
@@ -112,10 +112,10 @@ def parse_args(argv: list[str] | None = None):
 
 
 def bench_settings(args: argparse.Namespace):
-    """(BenchConfig kwargs, capabilities) from parsed arguments; lists, variants and combinations checked."""
+    """(BenchOptions kwargs, capabilities) from parsed arguments; lists, variants and combinations checked."""
     from twins_trt.backends import Capabilities, parse_backends, parse_batches
-    from twins_trt.bench.core import PAPER_PROTOCOL
     from twins_trt.bench.gate import parse_fraction
+    from twins_trt.bench.run import PAPER_PROTOCOL
     from twins_trt.models import resolve_variant
 
     def error(message: str):
@@ -174,17 +174,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    """The steps: settings, (A/B or) config and baseline, measure with the gate's retries, reports, gate."""
+    """The steps: settings, (segmentors, A/B or) options and baseline, measure with the gate's retries, reports, gate."""
     if args.list:
         return list_backends()
     kwargs, caps = bench_settings(args)
     if args.task == "seg":
-        from twins_trt.bench.seg import main_from_cli
-
-        return main_from_cli(args, kwargs, caps, argv)
+        return run_seg(args, kwargs, caps, argv)
     if args.against:
         return run_against(args, kwargs, caps)
-    cfg, baseline = config_and_baseline(args, kwargs)
+    cfg, baseline = options_and_baseline(args, kwargs)
     doc, report = measure_with_retries(cfg, caps, baseline, args, argv)
     write_and_show(doc, args)
     if not doc["results"]:
@@ -198,12 +196,12 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def config_and_baseline(args: argparse.Namespace, kwargs: dict):
-    """BenchConfig, and the baseline (None without --baseline), refused before measuring if from another machine."""
+def options_and_baseline(args: argparse.Namespace, kwargs: dict):
+    """BenchOptions, and the baseline (None without --baseline), refused before measuring if from another machine."""
     from twins_trt.bench import gate
-    from twins_trt.bench.core import BenchConfig
+    from twins_trt.bench.run import BenchOptions
 
-    cfg = BenchConfig(**kwargs)
+    cfg = BenchOptions(**kwargs)
     baseline = gate.read_baseline(args.baseline) if args.baseline else None
     if baseline is not None:  # before measuring: a foreign baseline is refused, never a false regression
         from twins_trt.bench.env import capture_environment, usable_cores
@@ -215,7 +213,7 @@ def config_and_baseline(args: argparse.Namespace, kwargs: dict):
 def measure_with_retries(cfg, caps, baseline, args: argparse.Namespace, argv: list[str]):
     """(result document, gate report or None): measure, and when the gate fails, measure again to confirm."""
     from twins_trt.bench import gate
-    from twins_trt.bench.core import run_benchmark
+    from twins_trt.bench.run import run_benchmark
 
     def measure() -> dict:
         doc = run_benchmark(cfg, caps=caps, say=say)
@@ -265,18 +263,48 @@ def enforce_gate(report, args: argparse.Namespace) -> None:
     print("  PASS")
 
 
+def run_seg(args: argparse.Namespace, kwargs: dict, caps, argv: list[str]) -> int:
+    """--task seg: segmentors in frames/s at --seg-sizes, batch 1, with seg defaults where none was given."""
+    import time
+    from pathlib import Path
+
+    from twins_trt.artifacts import write_json_atomic
+    from twins_trt.bench.env import environment_line
+    from twins_trt.bench.seg import DEFAULT_SIZES, SegBenchOptions, format_seg_table, run_seg_benchmark
+
+    cfg = SegBenchOptions(
+        variants=kwargs["variants"], backends=kwargs["backends"], head=args.seg_head,
+        sizes=tuple(args.seg_sizes) if args.seg_sizes else DEFAULT_SIZES, num_classes=args.num_classes,
+        weights=kwargs["weights"], warmup=2 if args.warmup is None else args.warmup,
+        iters=None if args.min_seconds is not None else (5 if args.iters is None else args.iters),
+        min_seconds=args.min_seconds, rounds=1 if args.rounds is None else args.rounds, threads=kwargs["threads"],
+        device=kwargs["device"], export_dir=kwargs["export_dir"], seed=kwargs["seed"], progress=kwargs["progress"],
+        torch_attn=kwargs["torch_attn"],
+    )
+    doc = run_seg_benchmark(cfg, caps=caps, say=say)
+    doc["command"] = "twins-bench " + shlex.join(argv)
+    name = args.name or f"bench_seg_{'_'.join(cfg.variants)}_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    path = write_json_atomic(Path(args.out_dir) / f"{name}.json", doc)
+    print(f"# {environment_line(doc['env'])}")
+    print(format_seg_table(doc))
+    print(f"\nwrote {path}")
+    if not doc["results"]:
+        raise TwinsError("nothing was measured (see the reasons above)")
+    return EXIT_OK
+
+
 def run_against(args, kwargs: dict, caps) -> int:
     """--against REV: both revisions measured here, interleaved; exit 0 pass/inconclusive, 3 regression."""
     import time
 
     from twins_trt.artifacts import ensure_dir, write_json_atomic
     from twins_trt.backends import torch_device
-    from twins_trt.bench.ab import ABConfig, format_ab, run_ab
+    from twins_trt.bench.ab import ABOptions, format_ab, run_ab
     from twins_trt.bench.env import environment_line, usable_cores
     from twins_trt.bench.plot import plot_ab
     from twins_trt.errors import RegressionError
 
-    cfg = ABConfig(against=args.against, variants=kwargs["variants"], backends=[b.name for b in kwargs["backends"]],
+    cfg = ABOptions(against=args.against, variants=kwargs["variants"], backends=[b.name for b in kwargs["backends"]],
                    batches=kwargs["batches"], img_size=tuple(kwargs["img_size"]),
                    threads=kwargs["threads"] or usable_cores(), warmup=kwargs["warmup"], iters=kwargs["iters"],
                    rounds=kwargs["rounds"], max_rounds=max(args.max_rounds, kwargs["rounds"]),

@@ -169,3 +169,28 @@ def format_report(reports: list[GraphReport], top: int = 12) -> str:
     lines = ["".ljust(w0) + "  " + "  ".join(r.name.rjust(w) for r, w in zip(reports, widths))]
     lines += [label.ljust(w0) + "  " + "  ".join(v.rjust(w) for v, w in zip(vals, widths)) for label, vals in rows]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- two revisions' graphs
+
+WATCHED_OPS = ("Pad", "Slice", "Shape", "Gather")  # the ops a clean Twins graph never needs
+
+
+def graph_summary(onnx_path: str | os.PathLike) -> dict:
+    """Node count and op histogram of an ONNX file (`report_graph`'s; weights not loaded), most frequent first."""
+    rep = report_graph(onnx_path)
+    return {"nodes": rep.nodes, "ops": dict(sorted(rep.ops.items(), key=lambda kv: (-kv[1], kv[0])))}
+
+
+def compare_graphs(base: dict, new: dict, watched: tuple[str, ...] = WATCHED_OPS) -> list[str]:
+    """What the new graph (a `graph_summary`) adds that fails the A/B gate: node-count growth, or more of a
+    watched op. Pure."""
+    diff = {op: new["ops"].get(op, 0) - base["ops"].get(op, 0) for op in {*base["ops"], *new["ops"]}}
+    changed = ", ".join(f"{op} {d:+d}" for op, d in sorted(diff.items()) if d)
+    problems = []
+    if new["nodes"] > base["nodes"]:
+        problems.append(f"nodes {base['nodes']} -> {new['nodes']} ({new['nodes'] - base['nodes']:+d}; {changed})")
+    for op in watched:
+        if diff.get(op, 0) > 0:
+            problems.append(f"{op} {base['ops'].get(op, 0)} -> {new['ops'].get(op, 0)} (added {diff[op]})")
+    return problems
