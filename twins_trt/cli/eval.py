@@ -12,7 +12,8 @@ An INT8 that misses the export's accuracy bound is still evaluated (from a tempo
 
 Exit 0 when the reference and at least one requested backend were evaluated; 2 when the reference
 or every requested backend could not be, or the evaluation could not start; 1 with --strict when
-any backend could not be evaluated or an INT8 is below the export bound; 130 interrupted.
+any backend could not be evaluated or an INT8 is below the export bound; 130 interrupted. With --task seg
+(segmentors: pixel agreement with PyTorch fp32, mIoU with --masks; same backend names), 1 when a backend failed.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow a class map that names folders absent here (a subset of its classes)")
     p.add_argument("--export-dir", type=output_dir, default="export", metavar="DIR",
                    help="ONNX artifacts: reused when their manifest matches, exported here otherwise (default: export)")
-    p.add_argument("--engine-dir", type=output_dir, default="engines", metavar="DIR",
-                   help="TensorRT engines for trt-* (default: engines)")
+    p.add_argument("--engines-dir", "--engine-dir", dest="engines_dir", type=output_dir, default="engines",
+                   metavar="DIR", help="TensorRT engines for trt-*: reused or built there (default: engines)")
     calib = p.add_mutually_exclusive_group()
     calib.add_argument("--calib-data", metavar="DIR",
                        help="INT8 calibration images (default: the --data folder itself, with a warning)")
@@ -89,20 +90,23 @@ def main(argv: list[str] | None = None) -> int:
     return run(build_parser(), _main, argv)
 
 
-def _main(args: argparse.Namespace) -> int:
-    if args.task == "seg":
-        from twins_trt.eval.seg import main_from_cli
-
-        return main_from_cli(args)
-    from twins_trt.eval import EvalOptions, evaluate
-
+def _say(args: argparse.Namespace):
     def say(msg: str) -> None:
         if not args.quiet:
             print(f"[twins-eval] {msg}", file=sys.stderr, flush=True)
 
+    return say
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.task == "seg":
+        return _main_seg(args)
+    from twins_trt.eval import EvalOptions, evaluate
+
+    say = _say(args)
     opts = EvalOptions(variant=args.variant, data=args.data, weights=args.weights, backends=args.backends,
                        limit=args.limit, batch=args.batch, class_map=args.class_map,
-                       partial_classes=args.partial_classes, export_dir=args.export_dir, engine_dir=args.engine_dir,
+                       partial_classes=args.partial_classes, export_dir=args.export_dir, engines_dir=args.engines_dir,
                        calib_dir=args.calib_data, calib_synthetic=args.calib_synthetic, calib_size=args.calib_size,
                        out_dir=args.out_dir, threads=args.threads, device=args.device,
                        progress=not (args.no_progress or args.quiet))
@@ -111,6 +115,23 @@ def _main(args: argparse.Namespace) -> int:
     for kind, path in report.paths.items():
         say(f"wrote {kind}: {path}")
     return exit_code(report, args.strict)
+
+
+def _main_seg(args: argparse.Namespace) -> int:
+    """`--task seg`: pixel agreement and mIoU per backend; 1 when a backend failed."""
+    from twins_trt.eval.seg import SegEvalOptions, evaluate_seg, format_seg_report
+
+    say = _say(args)
+    opts = SegEvalOptions(variant=args.variant, data=args.data, masks=args.masks, head=args.seg_head,
+                          num_classes=args.num_classes, weights=args.weights, size=args.seg_size,
+                          backends=args.backends, export_dir=args.export_dir, limit=args.limit,
+                          reduce_zero_label=args.reduce_zero_label, threads=args.threads, device=args.device,
+                          out_dir=args.out_dir, progress=not (args.no_progress or args.quiet))
+    doc = evaluate_seg(opts, say=say)
+    print(format_seg_report(doc))
+    if "path" in doc:
+        say(f"wrote {doc['path']}")
+    return EXIT_VERIFY if any(r["status"] == "failed" for r in doc["results"]) else EXIT_OK
 
 
 def exit_code(report, strict: bool = False) -> int:

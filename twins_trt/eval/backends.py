@@ -15,6 +15,7 @@ row "below the export bound (cosine X < Y)".
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -24,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from twins_trt import artifacts
-from twins_trt.backends import BACKENDS, REFERENCE, Backend, Capabilities, parse_backends, skip_reason
+from twins_trt.artifacts.manifest import BatchRange, Manifest
+from twins_trt.artifacts.resolve import Calibration, Request, Resolver
+from twins_trt.backends import BACKENDS, REFERENCE, Backend, Capabilities, make_runner, parse_backends, skip_reason
 from twins_trt.errors import BackendUnavailableError, VerificationError, one_line
-from twins_trt.eval.metrics import BackendResult
+from twins_trt.eval.metrics import BackendResult, Row
 from twins_trt.runners import INPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def requested_names(text: str | Sequence[str], cuda: bool = False) -> list[str]:
 @dataclass
 class OnnxArtifact:
     path: Path
-    manifest: dict
+    manifest: Manifest | None
     below_bound: dict | None = None  # set for an INT8 that missed the export's bound (temporary file)
 
 
@@ -59,11 +61,11 @@ class Slot:
     """One backend in the evaluation: its row, its runner, and the batch sizes its artifact takes."""
 
     backend: Backend
-    result: BackendResult
+    result: Row
     runner: Any = None
     batch: tuple[int, int] = (1, 1 << 30)  # (min, max)
     static: bool = False
-    manifest: dict | None = None  # the ONNX artifact's manifest (export verdict, INT8 calibration)
+    manifest: Manifest | None = None  # the ONNX artifact's manifest (export verdict, INT8 calibration)
 
 
 # ---------------------------------------------------------------------------------------------- artifacts
@@ -74,64 +76,66 @@ def batches_for(batch: int) -> list[int]:
     return [1] if batch == 1 else [1, batch]
 
 
-def resolve_onnx(opts, precisions: list[str], model, scratch: Path,
+def run_resolver(opts, say: Callable[[str], None]) -> Resolver:
+    """The one resolver of a classifier evaluation: every ONNX and engine of the run goes through it."""
+    return Resolver(Request(opts.variant, tuple(batches_for(opts.batch)), opts.img_size, opts.weights,
+                            export_dir=str(opts.export_dir)),
+                    Calibration(opts.calib_source_dir, opts.calib_synthetic, opts.calib_size),
+                    say=say, progress=opts.progress)
+
+
+def _artifact(path: Path) -> OnnxArtifact:
+    return OnnxArtifact(Path(path), Manifest.read(path))
+
+
+def resolve_onnx(opts, resolver: Resolver, precisions: list[str], model, scratch: Path,
                  say: Callable[[str], None]) -> tuple[dict[str, OnnxArtifact], dict[str, str]]:
-    """(precision -> artifact, precision -> why not) through the shared resolver, each precision on its own.
+    """(precision -> artifact, precision -> why not) through the run's resolver, each precision on its own.
 
     One export call makes every missing precision; when it fails, whatever it finished is reused and
     each precision still missing gets its own reason (an INT8 that missed the bound is made anyway,
     in `scratch`, and flagged).
     """
-    from twins_trt.artifacts.resolve import ensure_onnx, find_onnx
-
-    batches = batches_for(opts.batch)
-    common = dict(img_size=opts.img_size, export_dir=opts.export_dir, weights=opts.weights,
-                  calib_dir=opts.calib_source_dir, calib_synthetic=opts.calib_synthetic,
-                  calib_size=opts.calib_size, progress=opts.progress, say=say)
-
-    def found(p: str, path: Path) -> OnnxArtifact:
-        return OnnxArtifact(Path(path), artifacts.read_manifest(path))
-
     try:
-        paths = ensure_onnx(opts.variant, precisions, batches, **common)
-        return {p: found(p, paths[p]) for p in precisions}, {}
+        paths = resolver.onnx(precisions)
+        return {p: _artifact(paths[p]) for p in precisions}, {}
     except Exception as e:
         first = e
         say(f"export failed: {one_line(e)}; evaluating what can be evaluated")
+    resolver.forget(precisions)  # the export may have written some before it failed
     out: dict[str, OnnxArtifact] = {}
     failed: dict[str, str] = {}
     for p in precisions:
-        path = find_onnx(opts.export_dir, opts.variant, p, opts.img_size, batches, opts.weights,
-                         opts.calib_source_dir if p == "int8" else None)
+        path = resolver.find(p)
         if path is not None:
-            out[p] = found(p, path)
+            out[p] = _artifact(path)
         elif p == "int8" and isinstance(first, VerificationError) and ".int8." in str(first) and "fp32" in out:
             try:
-                out[p] = below_bound_int8(opts, out["fp32"].path, model, scratch, say)
+                out[p] = below_bound_int8(opts, resolver, out["fp32"].path, model, scratch, say)
             except Exception as e2:
                 failed[p] = f"INT8 failed the export's verification and could not be made for evaluation: {one_line(e2)}"
         elif f".{p}." in str(first) or p == "fp32":
             failed[p] = f"ONNX export failed: {one_line(first)}"
         else:  # the export stopped before this precision: try it on its own
             try:
-                out[p] = found(p, ensure_onnx(opts.variant, [p], batches, **common)[p])
+                out[p] = _artifact(resolver.onnx([p])[p])
             except Exception as e2:
                 failed[p] = f"ONNX export failed: {one_line(e2)}"
     return out, failed
 
 
-def below_bound_int8(opts, fp32: Path, model, scratch: Path, say: Callable[[str], None]) -> OnnxArtifact:
-    """Quantize `fp32` as the export would, into `scratch` (temporary), verify it, and say by how much it misses."""
-    from twins_trt.artifacts.resolve import wanted_shape
+def below_bound_int8(opts, resolver: Resolver, fp32: Path, model, scratch: Path,
+                     say: Callable[[str], None]) -> OnnxArtifact:
+    """Quantize `fp32` as the export would, into `scratch` (temporary), verify it, and say by how much it misses.
+
+    Its `Manifest` lives in memory only (the file is deleted with `scratch`); nothing is written to --export-dir.
+    """
     from twins_trt.export.calibration import calibration_data
     from twins_trt.export.convert import to_int8
-    from twins_trt.export.options import ExportOptions
     from twins_trt.export.verify import verify_artifact
 
-    eo = ExportOptions(variant=opts.variant, out_dir=scratch, weights=opts.weights, precisions=("int8",),
-                       img_size=opts.img_size, calib_dir=opts.calib_source_dir, calib_synthetic=opts.calib_synthetic,
-                       calib_size=opts.calib_size, progress=opts.progress, int8_fallback=False,
-                       **wanted_shape(batches_for(opts.batch)))
+    here = dataclasses.replace(resolver.request, export_dir=str(scratch))  # the export's options, out to scratch
+    eo = here.export_options(("int8",), resolver.calibration, opts.progress)
     calib, files, _ = calibration_data(eo)  # the export's images (seeded random ones with --calib-synthetic)
     dst = Path(scratch) / f"{eo.stem}.int8.BELOW-BOUND.onnx"
     say(f"INT8 missed the export's bound; quantizing again into a temporary file for this evaluation only ({dst})")
@@ -140,12 +144,13 @@ def below_bound_int8(opts, fp32: Path, model, scratch: Path, say: Callable[[str]
                           tolerance=(eo.budget.attribute, eo.budget.bound))  # the bound the export held it to
     say(ver.line())
     b = eo.dynamic_batch
-    manifest = {"precision": "int8", "variant": opts.variant,
-                "batch": {"min": b[0], "opt": b[1], "max": b[2]} if b else {"static": eo.batch},
-                "calibration": {"method": eo.calib_method, "samples": int(len(calib)),
-                                "source": str(eo.calib_dir) if eo.calib_dir else "synthetic",
-                                "files": [str(f) for f in files]},
-                "verification": ver.to_dict()}
+    manifest = Manifest(variant=opts.variant, precision="int8",
+                        batch=BatchRange.profile(*b) if b else BatchRange.fixed(eo.batch),
+                        img_size=tuple(opts.img_size), file=dst.name, weights=here.weights,
+                        verification=ver.to_dict(),
+                        calibration={"method": eo.calib_method, "samples": int(len(calib)),
+                                     "source": str(eo.calib_dir) if eo.calib_dir else "synthetic",
+                                     "files": [str(f) for f in files]})
     below = None
     if not ver.passed:
         below = {"metric": ver.metric, "value": ver.worst, "bound": ver.bound,
@@ -162,14 +167,14 @@ def budget_hint(opts, bound: float) -> str:
             f"{BUDGET_FLAG.format(bound=bound)} (keeps the blocks that lose accuracy in FP16)")
 
 
-def calibration_info(manifest: dict, eval_files: Sequence[Path]) -> dict | None:
+def calibration_info(manifest: Manifest, eval_files: Sequence[Path]) -> dict | None:
     """Which images an INT8 artifact was calibrated on, and how many of them are also in the evaluation set."""
     from twins_trt.data import find_images
 
-    cal = manifest.get("calibration")
+    cal = manifest.calibration
     if not cal:
         return None
-    src, files, how = cal.get("source"), cal.get("files"), "recorded with the artifact"
+    src, files, how = manifest.calibration_source, cal.get("files"), "recorded with the artifact"
     if files is None and src not in (None, "synthetic"):
         try:  # manifests from before the file list: the export takes the first readable files in sorted order
             files = [str(f) for f in find_images(src)[: int(cal.get("samples", 0)) + int(cal.get("skipped_images", 0))]]
@@ -186,37 +191,43 @@ def calibration_info(manifest: dict, eval_files: Sequence[Path]) -> dict | None:
 # ---------------------------------------------------------------------------------------------- runners
 
 
-def _batch_range(manifest: dict) -> tuple[tuple[int, int], bool]:
-    b = manifest.get("batch") or {}
-    if "static" in b:
-        return (int(b["static"]), int(b["static"])), True
-    if "min" in b:
-        return (int(b["min"]), int(b["max"])), False
-    return (1, 1), True
+def skip_unrunnable(slots: list[Slot], caps: Capabilities, device: str) -> list[Slot]:
+    """Mark every slot whose backend cannot run here skipped (with the reason); the others, in order."""
+    for s in slots:
+        why = skip_reason(s.backend, caps, device)
+        if why is not None:
+            s.result.drop("skipped", why)
+    return [s for s in slots if s.result.ok]
 
 
-def _engine_range(plan: Path) -> tuple[tuple[int, int], bool]:
-    from twins_trt.trt.engine_meta import batch_range, read_engine_metadata
-
-    lo, hi = batch_range(read_engine_metadata(plan))
-    return (int(lo), int(hi)), lo == hi
+def start_runner(s: Slot, *, model, device: str, onnx: dict[str, Path], engines: dict[str, Path],
+                 threads: int | None) -> bool:
+    """The slot's runner through the one factory, activated; False (the row says why) when it cannot start."""
+    try:
+        s.runner = make_runner(s.backend, model=model, device=device, onnx=onnx, engines=engines, threads=threads)
+        s.runner.activate()
+    except BackendUnavailableError as e:
+        s.result.drop("skipped", str(e))
+        return False
+    except Exception as e:
+        s.result.drop("failed", one_line(e))
+        return False
+    s.result.device = getattr(s.runner, "device", None)
+    if getattr(s.runner, "emulated", False):  # the TensorRT emulator: ONNX Runtime on the CPU, never TensorRT
+        s.result.name, s.result.device = f"{s.result.name} (emulated)", "cpu (TensorRT emulator)"
+    return True
 
 
 def open_slots(opts, backends: list[Backend], caps: Capabilities, model, device: str, scratch: Path,
                say: Callable[[str], None]) -> list[Slot]:
     """A Slot per backend, in order: runnable ones with an active runner, the rest with their reason."""
-    from twins_trt.backends import make_runner
-
     slots = [Slot(b, BackendResult(b.name)) for b in backends]
-    for s in slots:
-        why = skip_reason(s.backend, caps, opts.device)
-        if why is not None:
-            s.result.drop("skipped", why)
-    live = [s for s in slots if s.result.ok]
+    live = skip_unrunnable(slots, caps, opts.device)
+    resolver = run_resolver(opts, say)
     precisions = [p for p in dict.fromkeys(["fp32", *(s.backend.precision for s in live if s.backend.needs_onnx)])]
-    onnx, failed = (resolve_onnx(opts, precisions, model, scratch, say)
+    onnx, failed = (resolve_onnx(opts, resolver, precisions, model, scratch, say)
                     if any(s.backend.needs_onnx for s in live) else ({}, {}))
-    engines = _engines(opts, [s for s in live if s.backend.needs_engine], onnx, say)
+    engines = _engines(opts, resolver, [s for s in live if s.backend.needs_engine], onnx)
     for s in live:
         b, r = s.backend, s.result
         if b.needs_onnx and b.precision not in onnx:
@@ -229,34 +240,28 @@ def open_slots(opts, backends: list[Backend], caps: Capabilities, model, device:
         r.artifact = (str(engines[b.precision]) if b.needs_engine else str(art.path) if art
                       else str(opts.weights) if opts.weights else "random weights")
         if art is not None:
-            s.manifest = art.manifest
-            r.verification = art.manifest.get("verification") or None
-            r.below_bound = art.below_bound
-        try:
-            s.runner = make_runner(b, model=model, device=device, onnx={p: a.path for p, a in onnx.items()},
-                                   engines={p: e for p, e in engines.items() if isinstance(e, Path)},
-                                   threads=opts.threads)
-            s.runner.activate()
-        except BackendUnavailableError as e:
-            r.drop("skipped", str(e))
+            s.manifest, r.below_bound = art.manifest, art.below_bound
+            r.verification = (art.manifest.verification if art.manifest else None) or None
+        if not start_runner(s, model=model, device=device, onnx={p: a.path for p, a in onnx.items()},
+                            engines={p: e for p, e in engines.items() if isinstance(e, Path)}, threads=opts.threads):
             continue
-        except Exception as e:
-            r.drop("failed", one_line(e))
-            continue
-        r.device = getattr(s.runner, "device", None)
-        if getattr(s.runner, "emulated", False):  # the TensorRT emulator: ONNX Runtime on the CPU, never TensorRT
-            r.name, r.device = f"{r.name} (emulated)", "cpu (TensorRT emulator)"
         if b.needs_engine:
             s.batch, s.static = _engine_range(engines[b.precision])
         elif art is not None:
-            s.batch, s.static = _batch_range(art.manifest)
+            batch = s.manifest.batch if s.manifest else None  # none recorded: a static batch of 1
+            s.batch, s.static = ((batch.min, batch.max), batch.static) if batch else ((1, 1), True)
     return slots
 
 
-def _engines(opts, wanted: list[Slot], onnx: dict[str, OnnxArtifact], say) -> dict[str, Path | str]:
-    """precision -> engine path, or the reason there is none."""
-    from twins_trt.artifacts.resolve import ensure_engine
+def _engine_range(plan: Path) -> tuple[tuple[int, int], bool]:
+    from twins_trt.trt.engine_meta import batch_range, read_engine_metadata
 
+    lo, hi = batch_range(read_engine_metadata(plan))
+    return (int(lo), int(hi)), lo == hi
+
+
+def _engines(opts, resolver: Resolver, wanted: list[Slot], onnx: dict[str, OnnxArtifact]) -> dict[str, Path | str]:
+    """precision -> engine path, or the reason there is none."""
     out: dict[str, Path | str] = {}
     for p in dict.fromkeys(s.backend.precision for s in wanted):
         if p not in onnx:
@@ -265,24 +270,19 @@ def _engines(opts, wanted: list[Slot], onnx: dict[str, OnnxArtifact], say) -> di
             out[p] = "no engine is built from an INT8 ONNX that missed the export's bound"
             continue
         try:
-            out[p] = ensure_engine(onnx[p].path, batches_for(opts.batch), opts.engine_dir, say=say)
+            out[p] = resolver.engine(onnx[p].path, opts.engines_dir)
         except Exception as e:
             out[p] = f"engine build failed: {one_line(e)}"
     return out
 
 
 def run_in_batches(slot: Slot, x: np.ndarray, batch: int) -> np.ndarray:
-    """Logits for `x`, fed in batches the artifact accepts (the last one padded, its padding dropped)."""
+    """Logits for `x`, fed in batches the slot's artifact accepts (the last one padded, its padding dropped)."""
+    from twins_trt.runners.ort_runner import run_in_batches as padded_run
+
     lo, hi = slot.batch
     step = lo if slot.static else max(lo, min(batch, hi))
-    outs = []
-    for start in range(0, len(x), step):
-        xb = x[start:start + step]
-        n = len(xb)
-        if n < lo:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], lo - n, axis=0)])
-        outs.append(slot.runner.infer({INPUT_NAME: xb})["logits"][:n])
-    return np.concatenate(outs)
+    return padded_run(lambda xb: slot.runner.infer({INPUT_NAME: xb}), x, step, min_batch=lo)["logits"]
 
 
 def close(slots: list[Slot]) -> None:
@@ -296,4 +296,4 @@ def close(slots: list[Slot]) -> None:
 
 __all__ = ["DEFAULT_BACKENDS", "OnnxArtifact", "Slot", "batches_for", "below_bound_int8", "budget_hint",
            "calibration_info", "close", "eval_backends", "open_slots", "requested_names", "resolve_onnx",
-           "run_in_batches"]
+           "run_in_batches", "run_resolver", "skip_unrunnable", "start_runner"]

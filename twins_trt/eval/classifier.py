@@ -39,7 +39,7 @@ class EvalOptions:
     class_map: str | os.PathLike | None = None
     partial_classes: bool = False
     export_dir: str | os.PathLike = "export"
-    engine_dir: str | os.PathLike = "engines"
+    engines_dir: str | os.PathLike = "engines"
     calib_dir: str | os.PathLike | None = None
     calib_synthetic: bool = False
     calib_size: int = 64

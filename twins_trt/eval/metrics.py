@@ -15,12 +15,27 @@ from twins_trt.metrics import cosine_per_sample, top1_agreement, topk_hits
 
 
 @dataclass
-class BackendResult:
+class Row:
+    """One backend's row in an evaluation (either task): its name, whether it has figures, and if not why."""
+
     name: str
     status: str = "ok"  # ok | skipped (cannot run here) | failed (tried and broke)
     reason: str | None = None
     artifact: str | None = None
     device: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def drop(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class BackendResult(Row):
+    """A classifier's row: top-1/top-5, and agreement and cosine against the reference."""
+
     images: int = 0
     seconds: float = 0.0
     top1: float | None = None
@@ -38,13 +53,6 @@ class BackendResult:
     _top5: int = 0
     _agree: int = 0
     _cos: list[np.ndarray] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def drop(self, status: str, reason: str) -> None:
-        self.status, self.reason = status, reason
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -74,4 +82,4 @@ def finish(r: BackendResult, ref: BackendResult | None) -> None:
         r.top1_delta, r.top5_delta = r.top1 - ref.top1, r.top5 - ref.top5
 
 
-__all__ = ["BackendResult", "accumulate", "finish"]
+__all__ = ["BackendResult", "Row", "accumulate", "finish"]

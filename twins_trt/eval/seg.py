@@ -1,7 +1,11 @@
 """Segmentation evaluation (`twins-eval --task seg`): pixel agreement with PyTorch FP32, and mIoU.
 
-Every backend runs the same preprocessed images: resized to one H x W (bilinear), normalised with
-the variant's mean/std (mmseg's Twins configs use ImageNet's, 0..255 scaled). Per backend:
+Every backend runs the same preprocessed images: the task's one preprocessing
+(`models.preprocessing.for_task(cfg, "seg")`: resized to one H x W bilinearly, normalised with the
+variant's mean/std). Backends are the project's vocabulary (`twins_trt.backends`; former names such
+as ``ort-fp32`` still work and name their row as given), their runners come from the one factory
+and their ONNX from the one resolver, which only reuses here: a missing segmentor export is a
+skipped row with the twins-export command that makes it. Per backend:
 - agreement: the share of pixels whose argmax class equals PyTorch FP32's (meaningful with random
   weights too);
 - with ground-truth masks (a folder of PNGs named like the images, one class index per pixel,
@@ -16,31 +20,31 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from twins_trt import artifacts
-from twins_trt.data import find_images
-from twins_trt.errors import CalibrationDataError
+from twins_trt.artifacts.resolve import Request, Resolver
+from twins_trt.backends import ALIASES, Capabilities, torch_device
+from twins_trt.data import find_images, preprocess
+from twins_trt.errors import BackendUnavailableError, CalibrationDataError
+from twins_trt.eval.backends import Slot, close, eval_backends, skip_unrunnable, start_runner
+from twins_trt.eval.metrics import Row
 from twins_trt.models import resolve_variant
+from twins_trt.models.preprocessing import Preprocessing, for_task
+from twins_trt.runners import INPUT_NAME
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "ort-fp32", "ort-fp16", "ort-int8")
 IGNORE_INDEX = 255
+EXPORT_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib-data DIR"}
 
 
 def preprocess_seg(path: str | os.PathLike, size: tuple[int, int], mean, std) -> np.ndarray:
-    """RGB, resized to `size` (H, W) bilinearly, normalised: CHW float32."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB").resize((size[1], size[0]), resample=Image.Resampling.BILINEAR)
-        arr = np.asarray(im, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    """`data.preprocess` with the segmentation preprocessing for this mean/std: CHW float32."""
+    return preprocess(path, Preprocessing("bilinear", tuple(mean), tuple(std), None), size)
 
 
 def read_mask(path: str | os.PathLike, size: tuple[int, int], reduce_zero_label: bool = False) -> np.ndarray:
@@ -75,11 +79,7 @@ def miou(conf: np.ndarray) -> tuple[float, float, np.ndarray]:
 
 
 @dataclass
-class SegBackendResult:
-    name: str
-    status: str = "ok"
-    reason: str | None = None
-    artifact: str | None = None
+class SegBackendResult(Row):
     images: int = 0
     pixels: int = 0
     agree: int = 0
@@ -92,6 +92,16 @@ class SegBackendResult:
         return self.agree / self.pixels if self.pixels else None
 
 
+def row_names(text: str | Sequence[str]) -> dict[str, str]:
+    """Canonical backend -> the name its row is reported under: as the user spelt it when that is a former name."""
+    tokens = text.split(",") if isinstance(text, str) else text
+    out: dict[str, str] = {}
+    for tok in (t.strip().lower() for t in tokens):
+        if tok in ALIASES:
+            out.setdefault(ALIASES[tok], tok)
+    return out
+
+
 @dataclass
 class SegEvalOptions:
     variant: str
@@ -101,22 +111,22 @@ class SegEvalOptions:
     num_classes: int | None = None
     weights: str | None = None
     size: tuple[int, int] = (512, 512)
-    backends: Sequence[str] = ("torch", "ort-fp32")
+    backends: str | Sequence[str] = "torch,ort-cpu"  # twins-bench's names and groups; torch is always the reference
     export_dir: str = "export"
     limit: int | None = None
     reduce_zero_label: bool = False
     threads: int | None = None
+    device: str = "auto"  # PyTorch backends: auto (cuda when visible) | cpu | cuda
     out_dir: str | os.PathLike | None = "eval"
     progress: bool = True
+    caps: Capabilities | None = field(default=None, repr=False)  # what this machine offers (None: detect)
 
     def __post_init__(self) -> None:
         self.cfg = resolve_variant(self.variant)
         self.variant = self.cfg.name
-        bad = [b for b in self.backends if b not in BACKENDS]
-        if bad:
-            raise ValueError(f"unknown segmentation backend(s) {', '.join(bad)}; expected some of {', '.join(BACKENDS)}")
-        if "torch" not in self.backends:
-            self.backends = ("torch", *self.backends)  # the reference
+        self.caps = self.caps or Capabilities.detect()
+        self.backend_list = eval_backends(self.backends, self.caps.cuda)
+        self.names = row_names(self.backends)
 
 
 def _mask_for(image: Path, masks: Path) -> Path | None:
@@ -127,15 +137,41 @@ def _mask_for(image: Path, masks: Path) -> Path | None:
     return None
 
 
+def open_seg_slots(opts: SegEvalOptions, model, k: int, say: Callable[[str], None]) -> list[Slot]:
+    """A Slot per backend, the reference first: runnable ones with an active runner, the rest with their reason."""
+    slots = [Slot(b, SegBackendResult(opts.names.get(b.name, b.name))) for b in opts.backend_list]
+    live = skip_unrunnable(slots, opts.caps, opts.device)
+    resolver = Resolver(Request(opts.variant, (1,), tuple(opts.size), opts.weights, task="seg", seg_head=opts.head,
+                                num_classes=k, seg_output="input", export_dir=str(opts.export_dir)),
+                        say=say, progress=opts.progress, exportable=())  # reused only: exporting is twins-export's
+    onnx = resolver.onnx(list(dict.fromkeys(s.backend.precision for s in live if s.backend.needs_onnx)))
+    device = torch_device(opts.device, opts.caps)
+    for s in live:
+        b, r = s.backend, s.result
+        if b.needs_engine:
+            r.drop("skipped", "twins-eval --task seg builds no TensorRT engine (ort-trt runs the ONNX on TensorRT)")
+        elif b.needs_onnx and b.precision not in onnx:
+            h, w = opts.size
+            r.drop("skipped", f"no {b.precision} ONNX of the {opts.head} segmentor for {h}x{w} in {opts.export_dir}: "
+                              f"twins-export --task seg --seg-head {opts.head} --num-classes {k} --img-size {h}x{w}"
+                              f"{EXPORT_FLAGS[b.precision]}")
+        else:
+            r.artifact = str(onnx[b.precision]) if b.needs_onnx else None
+            start_runner(s, model=model, device=device, onnx=onnx, engines={}, threads=opts.threads)
+    for s in slots:
+        if not s.result.ok:
+            say(f"{s.result.name}: {s.result.status} ({s.result.reason})")
+    if not slots[0].result.ok:
+        raise BackendUnavailableError(f"the PyTorch fp32 reference cannot run: {slots[0].result.reason}")
+    return slots
+
+
 def evaluate_seg(opts: SegEvalOptions, say: Callable[[str], None] | None = None) -> dict:
     """Run every backend over the folder; returns the report document (also written under out_dir)."""
-    import torch
     from tqdm import tqdm
 
-    from twins_trt.bench.seg import find_seg_onnx
     from twins_trt.models import RandomWeightsWarning
     from twins_trt.models.segmentor import create_segmentor
-    from twins_trt.runners.ort_runner import OrtRunner
 
     say = say or log.info
     files = find_images(opts.data)[: opts.limit]
@@ -146,32 +182,16 @@ def evaluate_seg(opts: SegEvalOptions, say: Callable[[str], None] | None = None)
         warnings.simplefilter("ignore", RandomWeightsWarning)
         model = create_segmentor(opts.variant, opts.head, opts.num_classes, opts.weights, "input", seed=0)
     k = model.num_classes
-    results = {b: SegBackendResult(b) for b in opts.backends}
-    runners: dict[str, object] = {}
-    for b in opts.backends:
-        if b == "torch":
-            continue
-        precision = b.split("-")[1]
-        path = find_seg_onnx(opts.export_dir, opts.variant, opts.head, precision, opts.size, k, "input")
-        if path is None:
-            results[b].status = "skipped"
-            flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib-data DIR"}[precision]
-            results[b].reason = (f"no {precision} ONNX of the {opts.head} segmentor for {opts.size[0]}x{opts.size[1]} "
-                                 f"in {opts.export_dir}: twins-export --task seg --seg-head {opts.head} "
-                                 f"--num-classes {k} --img-size {opts.size[0]}x{opts.size[1]}{flag}")
-            say(f"{b}: skipped ({results[b].reason})")
-            continue
-        results[b].artifact = str(path)
-        runners[b] = OrtRunner(path, "cpu", threads=opts.threads, name=b)
-    confs = {b: np.zeros((k, k), np.int64) for b in opts.backends}
+    prep = for_task(opts.cfg, "seg")
+    slots = open_seg_slots(opts, model, k, say)
+    ref = slots[0]
+    confs = {id(s): np.zeros((k, k), np.int64) for s in slots}
     with_gt = 0
     skipped: list[tuple[str, str]] = []
     try:
-        for r in runners.values():
-            r.activate()
         for f in tqdm(files, desc=f"eval seg {opts.variant}", unit="img", disable=not opts.progress):
             try:
-                x = preprocess_seg(f, opts.size, opts.cfg.mean, opts.cfg.std)[None]
+                x = preprocess(f, prep, opts.size)[None]
             except Exception as e:  # PIL raises many kinds on corrupt files
                 skipped.append((str(f), f"{type(e).__name__}: {e}"))
                 continue
@@ -181,42 +201,40 @@ def evaluate_seg(opts: SegEvalOptions, say: Callable[[str], None] | None = None)
                 if mp is not None:
                     gt = read_mask(mp, opts.size, opts.reduce_zero_label)
                     with_gt += 1
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                ref = model(torch.from_numpy(x)).numpy().argmax(1)[0]
-            results["torch"].seconds += time.perf_counter() - t0
-            preds = {"torch": ref}
-            for b, r in runners.items():
-                if results[b].status != "ok":
+            preds: dict[int, tuple[Slot, np.ndarray]] = {}
+            for s in slots:
+                if not s.result.ok:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    preds[b] = r.infer({"input": x})["logits"].argmax(1)[0]
+                    preds[id(s)] = s, s.runner.infer({INPUT_NAME: x})["logits"].argmax(1)[0]
                 except Exception as e:  # a backend failing must not hide the others' results
-                    results[b].status, results[b].reason = "failed", f"{type(e).__name__}: {e}"
+                    if s is ref:
+                        raise
+                    s.result.drop("failed", f"{type(e).__name__}: {e}")
                     continue
-                results[b].seconds += time.perf_counter() - t0
-            for b, pred in preds.items():
-                res = results[b]
+                s.result.seconds += time.perf_counter() - t0
+            truth = preds[id(ref)][1]
+            for s, pred in preds.values():
+                res = s.result
                 res.images += 1
                 res.pixels += pred.size
-                res.agree += int((pred == ref).sum())
+                res.agree += int((pred == truth).sum())
                 if gt is not None:
-                    confs[b] += confusion(pred, gt, k)
+                    confs[id(s)] += confusion(pred, gt, k)
     finally:
-        for r in runners.values():
-            r.deactivate()
-    if results["torch"].images == 0:
+        close(slots)
+    if ref.result.images == 0:
         raise CalibrationDataError(f"none of the {len(files)} image(s) under {opts.data} could be read")
     if with_gt:
-        for b, res in results.items():
-            if res.images:
-                res.miou, res.pixel_accuracy, _ = miou(confs[b])
+        for s in slots:
+            if s.result.images:
+                s.result.miou, s.result.pixel_accuracy, _ = miou(confs[id(s)])
     doc = {"kind": "twins-eval-seg", "variant": opts.variant, "head": opts.head, "num_classes": k,
-           "size": list(opts.size), "weights": opts.weights, "images": results["torch"].images,
+           "size": list(opts.size), "weights": opts.weights, "images": ref.result.images,
            "images_with_masks": with_gt, "skipped_images": skipped,
            "random_weights": opts.weights is None,
-           "results": [{**asdict(r), "agreement": r.agreement} for r in results.values()]}
+           "results": [{**asdict(s.result), "agreement": s.result.agreement} for s in slots]}
     if opts.out_dir is not None:
         name = f"{opts.variant}_seg{opts.head}_{opts.size[0]}x{opts.size[1]}.eval.json"
         doc["path"] = str(artifacts.write_json_atomic(artifacts.ensure_dir(opts.out_dir) / name, doc))
@@ -241,33 +259,5 @@ def format_seg_report(doc: dict) -> str:
     return "\n".join(out)
 
 
-def main_from_cli(args) -> int:
-    """`twins-eval --task seg`: the eval CLI's parsed arguments."""
-    import sys
-
-    from twins_trt.errors import TwinsError
-
-    # twins-bench's names (twins-eval's) -> ours; segmentation runs on the CPU providers here
-    names = {"torch": ("torch",), "ort-cpu": ("ort-fp32",), "ort-cpu-fp16": ("ort-fp16",), "ort-cpu-int8": ("ort-int8",),
-             "cpu": BACKENDS, "auto": BACKENDS, **{b: (b,) for b in BACKENDS}}
-    asked = [b.strip() for b in (args.backends or "").split(",") if b.strip()]
-    for b in asked:
-        if b not in names:
-            print(f"[twins-eval] {b}: not available for --task seg (segmentation evaluates torch and ONNX Runtime "
-                  f"CPU: {', '.join(BACKENDS)})", file=sys.stderr)
-    backends = tuple(dict.fromkeys(n for b in asked for n in names.get(b, ())))
-    try:
-        opts = SegEvalOptions(variant=args.variant, data=args.data, masks=args.masks, head=args.seg_head,
-                              num_classes=args.num_classes, weights=args.weights, size=args.seg_size,
-                              backends=backends or ("torch", "ort-fp32"), export_dir=args.export_dir,
-                              limit=args.limit, reduce_zero_label=args.reduce_zero_label, threads=args.threads,
-                              out_dir=args.out_dir, progress=not args.no_progress)
-        doc = evaluate_seg(opts, say=lambda m: print(f"[twins-eval] {m}", file=sys.stderr, flush=True))
-    except (TwinsError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_seg_report(doc))
-    if "path" in doc:
-        print(f"[twins-eval] wrote {doc['path']}", file=sys.stderr)
-    failed = [r for r in doc["results"] if r["status"] == "failed"]
-    return 1 if failed else 0
+__all__ = ["IGNORE_INDEX", "SegBackendResult", "SegEvalOptions", "confusion", "evaluate_seg", "format_seg_report",
+           "miou", "preprocess_seg", "read_mask"]
