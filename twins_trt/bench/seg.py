@@ -55,14 +55,6 @@ class SegBenchOptions:
         return Resolver(request, say=say, progress=self.progress, exportable=("fp32", "fp16"))
 
 
-def find_seg_onnx(export_dir, variant: str, head: str, precision: str, size: tuple[int, int],
-                  num_classes: int | None = None, seg_output: str = "input") -> Path | None:
-    """A segmentation ONNX for `size` (the resolver's answer): a dynamic-H/W one covering it, then a static one."""
-    request = Request(variant, (1,), tuple(size), task="seg", seg_head=head, num_classes=num_classes,
-                      seg_output=seg_output, export_dir=str(export_dir))
-    return Resolver(request).find(precision)
-
-
 def run_seg_benchmark(cfg: SegBenchOptions, caps: Capabilities | None = None,
                       say: Callable[[str], None] = print) -> dict:
     """Every (variant, size, backend) at batch 1; returns a result document like twins-bench's."""
