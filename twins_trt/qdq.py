@@ -44,6 +44,14 @@ def int8_nodes(model: onnx.ModelProto) -> set[str]:
     return {n.name for n in int8_compute(model)}
 
 
+def dq_fed_nodes(model: onnx.ModelProto) -> set[str]:
+    """Names of every node but Q/DQ with an input straight from a DequantizeLinear: the compute nodes and the
+    others a quantizer puts Q/DQ in front of (ModelOpt: residual Adds, LayerNorm inputs)."""
+    dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return {n.name for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+            and any(i in dq for i in n.input)}
+
+
 def without_qdq(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
     """A copy of the calibrated graph in which `nodes` take their inputs straight from the high-precision
     tensors (no Q/DQ in between): those nodes run in FP16, the rest INT8 with unchanged scales."""
@@ -64,4 +72,4 @@ def without_qdq(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
     return out
 
 
-__all__ = ["COMPUTE_OPS", "PASS_THROUGH", "int8_compute", "int8_nodes", "qdq_source", "without_qdq"]
+__all__ = ["COMPUTE_OPS", "PASS_THROUGH", "dq_fed_nodes", "int8_compute", "int8_nodes", "qdq_source", "without_qdq"]

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-import twins_trt.export.options as core
+import twins_trt.export.pipeline as core  # export_variant looks its conversions up here
 import twins_trt.export.verify as verify
 from twins_trt.cli.export import main
 from twins_trt.errors import CalibrationDataError, VerificationError

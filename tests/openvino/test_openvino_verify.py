@@ -12,8 +12,8 @@ pytest.importorskip("openvino", reason="openvino is a regular dependency; this i
 
 from twins_trt import artifacts  # noqa: E402
 from twins_trt.export import ExportOptions, export_variant  # noqa: E402
-from twins_trt.export.verify import TOLERANCES  # noqa: E402
 from twins_trt.export.openvino_check import check_export_artifact  # noqa: E402
+from twins_trt.export.verify import TOLERANCES  # noqa: E402
 
 
 @pytest.fixture(scope="module")

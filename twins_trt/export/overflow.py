@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from twins_trt.runners.ort_runner import cpu_session, padded_batches, session_infer
+
 FP16_MAX = 65504.0
 OVERFLOW_MARGIN = 8.0  # flag tensors above FP16_MAX / 8 (3 bits of headroom) as near the limit
 
@@ -38,22 +40,6 @@ class TensorRange:
         return asdict(self)
 
 
-def exposed_session(model: onnx.ModelProto, names: set[str]):
-    """An ONNX Runtime CPU session of `model` whose outputs also include the tensors `names`, computed as the
-    graph has them (no fusions)."""
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output}
-    for name in sorted(names - have):
-        probe.graph.output.add(name=name)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor as the graph has it
-    so.log_severity_level = 3
-    return ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def activation_absmax(model: onnx.ModelProto, images: np.ndarray) -> dict[str, tuple[str, str, float]]:
     """tensor -> (producer node, op type, max |x| over `images`) for every float tensor the graph computes."""
 
@@ -61,16 +47,14 @@ def activation_absmax(model: onnx.ModelProto, images: np.ndarray) -> dict[str, t
     floats = {vi.name for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
               if vi.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
     producer = {o: (n.name, n.op_type) for n in model.graph.node for o in n.output if o in floats}
-    sess = exposed_session(model, set(producer))
-    inp = sess.get_inputs()[0]
-    b = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else len(images)
+    sess = cpu_session(model, optimization="none", expose=set(producer))  # every tensor as the graph has it
+    infer, batch = session_infer(sess)
+    step = batch or len(images)
     names = [o.name for o in sess.get_outputs()]
     peak = dict.fromkeys(names, 0.0)
-    for start in range(0, len(images), b):
-        xb = images[start:start + b]
-        if len(xb) < b:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], b - len(xb), 0)])
-        for name, out in zip(names, sess.run(None, {inp.name: xb.astype(np.float32)})):
+    # a padded chunk repeats its last image, which leaves every max as it is: nothing to drop
+    for got, _ in padded_batches(infer, images, step, step):
+        for name, out in got.items():
             out = np.asarray(out)
             if out.size and out.dtype.kind == "f":
                 peak[name] = max(peak[name], float(np.max(np.abs(out.astype(np.float64)))))

@@ -19,7 +19,7 @@ import torch
 
 from twins_trt import artifacts
 from twins_trt.errors import BackendUnavailableError, ExportError
-from twins_trt.export.core import _quiet
+from twins_trt.export.convert import quiet
 from twins_trt.export.graph_report import GraphReport, report_graph
 from twins_trt.models import resolve_variant
 from twins_trt.runners import INPUT_NAME
@@ -48,7 +48,7 @@ def export_timm(name: str, path: Path, opset: int, size: tuple[int, int] = (224,
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
     try:
-        with _quiet(), torch.no_grad():
+        with quiet(), torch.no_grad():
             prog = torch.onnx.export(model, (torch.randn(1, 3, *size),), dynamo=True, opset_version=opset,
                                      input_names=[INPUT_NAME], output_names=["logits"], optimize=True)
     except Exception as e:

@@ -13,13 +13,13 @@ import torch
 
 from twins_trt.data import random_inputs
 from twins_trt.errors import VerificationError
-from twins_trt.metrics import agreement_rate, cosine_per_sample
+from twins_trt.metrics import agreement_rate, cosine_per_sample, cosine_spread, wilson
 from twins_trt.metrics import mean_cosine as cosine  # the one cosine: per-sample mean
 from twins_trt.runners.base import INPUT_NAME, Runner, output_names
 from twins_trt.runners.ort_runner import OrtRunner
 
 if TYPE_CHECKING:
-    from twins_trt.export.core import ExportOptions
+    from twins_trt.export.options import ExportOptions
 
 # precision -> (metric, bound): fp32 must match to the last digits; reduced precisions by direction
 TOLERANCES = {"fp32": ("max_abs", 1e-4), "fp16": ("cosine", 0.999), "int8": ("cosine", 0.99)}
@@ -40,11 +40,7 @@ class Comparison:
 
 def spread(ref: np.ndarray, out: np.ndarray, top1: float | None) -> dict:
     """How the per-sample figures scatter: cosine min / 5th percentile / median, a 95% CI for agreement."""
-    from twins_trt.export.budget import wilson
-
-    per = cosine_per_sample(ref, out)
-    s = {"cosine_min": float(per.min()), "cosine_p05": float(np.percentile(per, 5)),
-         "cosine_median": float(np.median(per))}
+    s = cosine_spread(cosine_per_sample(ref, out))
     if top1 is not None:
         # per image, not per pixel: a segmentor's pixels are not independent decisions (a conservative interval)
         s["top1_ci95"] = list(wilson(top1 * len(ref), len(ref)))

@@ -3,9 +3,9 @@
 Each node of `compiled_model.get_runtime_model()` carries its layer type, its runtime precision
 (i8/u8 for INT8 kernels, bf16, f32, ...) and the names of the original layers fused into it. Every
 MatMul/Convolution of the model OpenVINO compiled is traced to the executed node that ran it; its
-MACs come from its static shapes. A layer is *meant* to be INT8 when, in the ONNX, one of its inputs
-comes from a DequantizeLinear (through shape-only ops at most): if it ran in another precision the
-report names it. Nothing here imports OpenVINO at module level.
+MACs come from its static shapes. A layer is *meant* to be INT8 when the ONNX makes it an INT8 node
+(`twins_trt.qdq`: one of its inputs comes from a DequantizeLinear, through shape-only ops at most): if it
+ran in another precision the report names it. Nothing here imports OpenVINO at module level.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ COMPUTE_OPS = ("MatMul", "Convolution", "GroupConvolution")  # ov op types whose
 # runtime layer types that execute a MatMul/Conv (Subgraph: OpenVINO's fused attention / MLP kernels)
 EXEC_TYPES = ("FullyConnected", "Convolution", "MatMul", "Subgraph", "GroupConvolution", "Deconvolution", "Gemm")
 PRECISION_CLASS = {"i8": "int8", "u8": "int8", "bf16": "bf16", "f16": "fp16", "f32": "fp32"}
-ONNX_COMPUTE = ("MatMul", "Conv", "Gemm", "ConvTranspose")
 FUSABLE_AFTER = ("Add", "Multiply", "Convert", "Subtract")  # ops a runtime node fuses after a MatMul/Conv
-PASS_THROUGH = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast")
 
 
 @dataclass
@@ -88,30 +86,21 @@ class PrecisionReport:
 
 
 def quantized_layers(onnx_model) -> set[str]:
-    """Names (node names and their output names) of MatMul/Conv/Gemm nodes fed by a DequantizeLinear.
+    """Names (node names and their output names) of the INT8 MatMul/Conv/Gemm nodes of the ONNX (`twins_trt.qdq`:
+    an operand from a DequantizeLinear, shape-only ops between allowed), the layers meant to run INT8.
 
-    `onnx_model`: a path or an onnx.ModelProto. Shape-only ops between the DequantizeLinear and the
-    layer (a transposed K, a reshape) do not break the link.
+    `onnx_model`: a path or an onnx.ModelProto.
     """
     import onnx
 
+    from twins_trt.qdq import int8_compute
+
     if isinstance(onnx_model, (str, os.PathLike)):
         onnx_model = onnx.load(str(onnx_model), load_external_data=False)
-    producer = {o: n for n in onnx_model.graph.node for o in n.output}
-
-    def from_dq(tensor: str, depth: int = 0) -> bool:
-        n = producer.get(tensor)
-        if n is None or depth > 4:
-            return False
-        if n.op_type == "DequantizeLinear":
-            return True
-        return n.op_type in PASS_THROUGH and bool(n.input) and from_dq(n.input[0], depth + 1)
-
     out: set[str] = set()
-    for n in onnx_model.graph.node:
-        if n.op_type in ONNX_COMPUTE and any(from_dq(i) for i in n.input[:2] if i):
-            out.add(n.name)
-            out.update(n.output)
+    for n in int8_compute(onnx_model):
+        out.add(n.name)
+        out.update(n.output)
     return out
 
 
@@ -196,10 +185,10 @@ def precision_report(model, compiled, quantized: set[str] | None = None) -> Prec
 # ---------------------------------------------------------------------------------------------- the manifest's word
 
 
-def refusal(manifest: dict, name: str) -> str | None:
+def refusal(openvino_entry: dict | None, name: str) -> str | None:
     """Why OpenVINO must not run the artifact this manifest describes (it missed the tolerance on OpenVINO at
     export), or None."""
-    ov = manifest.get("openvino") or {}
+    ov = openvino_entry or {}
     ver = ov.get("verification") or {}
     if ver.get("passed") is not False:
         return None

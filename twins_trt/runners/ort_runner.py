@@ -1,8 +1,10 @@
-"""ONNX Runtime on the CPU, CUDA or its TensorRT execution provider."""
+"""ONNX Runtime on the CPU, CUDA or its TensorRT execution provider; and the one way a graph is run on the CPU
+in padded batches (`cpu_session`, `padded_batches`, `run_in_batches`)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,70 @@ class OrtRunner(Runner):
         self.activate()
         return {"name": self.name, "device": self.device, "onnx": str(self.path),
                 "providers": self.session.get_providers(), "threads": self.threads}
+
+
+# ---------------------------------------------------------------------------------------------- CPU sessions, batches
+
+OPTIMIZATION = {"all": "ORT_ENABLE_ALL", "basic": "ORT_ENABLE_BASIC", "none": "ORT_DISABLE_ALL"}
+
+
+def cpu_session(model, *, optimization: str = "all", expose: set[str] | None = None):
+    """An ONNX Runtime CPU session of `model` (an onnx.ModelProto or a path), quiet below errors.
+
+    `optimization`: ONNX Runtime's graph optimizations, "all" (its default), "basic" or "none" (every tensor
+    computed as the graph has it). `expose`: tensors made outputs too, after the graph's own (sorted by name).
+    """
+    import onnx
+    import onnxruntime as ort
+
+    if optimization not in OPTIMIZATION:
+        raise ValueError(f"optimization must be one of {', '.join(OPTIMIZATION)}, got {optimization!r}")
+    if expose:
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        probe = onnx.ModelProto()
+        probe.CopyFrom(proto)
+        have = {o.name for o in probe.graph.output}
+        for name in sorted(expose - have):
+            probe.graph.output.add(name=name)
+        model = probe
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION[optimization])
+    so.log_severity_level = 3
+    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+
+
+def session_infer(session) -> tuple[Callable[[np.ndarray], dict[str, np.ndarray]], int | None]:
+    """(infer, static batch) of a one-input session: `infer` feeds an array in the dtype the graph declares and
+    returns every output by name, as ONNX Runtime gives it; the batch is None when the graph's is symbolic."""
+    inp = session.get_inputs()[0]
+    batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+    names = [o.name for o in session.get_outputs()]
+
+    def infer(x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(None, {inp.name: x.astype(dtype)})))
+
+    return infer, batch
+
+
+def padded_batches(infer: Callable[[np.ndarray], dict[str, np.ndarray]], x: np.ndarray, step: int,
+                   min_batch: int = 1) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """`infer` on `x` in chunks of `step` samples, a chunk shorter than `min_batch` padded up to it by repeating
+    its last sample; yields (outputs, how many of the chunk's leading samples are real)."""
+    for start in range(0, len(x), step):
+        xb = x[start:start + step]
+        n = len(xb)
+        if n < min_batch:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], min_batch - n, axis=0)])
+        yield infer(xb), n
+
+
+def run_in_batches(infer: Callable[[np.ndarray], dict[str, np.ndarray]], x: np.ndarray, step: int,
+                   min_batch: int = 1) -> dict[str, np.ndarray]:
+    """Every output of `infer` over all of `x` (`padded_batches`), the padding dropped, concatenated per output."""
+    outs: dict[str, list[np.ndarray]] = {}
+    for got, n in padded_batches(infer, x, step, min_batch):
+        for name, v in got.items():
+            outs.setdefault(name, []).append(v[:n])
+    return {name: np.concatenate(v) for name, v in outs.items()}

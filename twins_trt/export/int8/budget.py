@@ -1,0 +1,152 @@
+"""The INT8 accuracy budget and the held-out figures it is judged on.
+
+The budget (`cosine>=0.995`, `agreement>=0.99`) is judged against FP32 on images held out of the
+calibration set (and their mirrors), on ONNX Runtime CPU: `HeldOut` keeps the FP32 reference and
+scores any graph of the same I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+
+from twins_trt.errors import AccuracyBudgetError
+from twins_trt.metrics import agreement_rate, cosine_per_sample, cosine_spread, wilson
+from twins_trt.runners.ort_runner import cpu_session, run_in_batches, session_infer
+
+DEFAULT_INT8_BUDGET = "cosine>=0.99"
+METRICS = {"cosine": "cosine", "agreement": "top1_agreement"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    metric: str  # "cosine" or "agreement" (top-1 agreement with FP32)
+    bound: float
+
+    def __str__(self) -> str:
+        return f"{self.metric}>={self.bound:g}"
+
+    @property
+    def attribute(self) -> str:
+        """The verify.Comparison attribute that holds this figure."""
+        return METRICS[self.metric]
+
+
+def parse_budget(text: str) -> Budget:
+    """`cosine>=0.995` or `agreement>=0.99` (also `agreement>=99%`)."""
+    m = re.fullmatch(r"\s*(cosine|agreement)\s*>=\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text or "")
+    if not m:
+        raise AccuracyBudgetError(f"INT8 budget {text!r} is not understood: write cosine>=0.995 or agreement>=0.99 "
+                                  f"(top-1 agreement with FP32); the default is {DEFAULT_INT8_BUDGET}")
+    bound = float(m.group(2)) / (100 if m.group(3) else 1)
+    if not 0 < bound <= 1:
+        raise AccuracyBudgetError(f"INT8 budget {text!r}: the bound must lie in (0, 1] (or (0, 100]%)")
+    return Budget(m.group(1), bound)
+
+
+# ---------------------------------------------------------------------------------------------- held-out figures
+
+
+def split_holdout(n: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (calibration, held-out): every k-th image held out, at least one each side."""
+    if n < 2:
+        raise AccuracyBudgetError(f"INT8 needs at least 2 readable calibration images (one to calibrate on, one "
+                                  f"held out to verify on); found {n}: add images to --calib-data")
+    if not 0 < fraction < 1:
+        raise AccuracyBudgetError(f"held-out fraction must lie in (0, 1), got {fraction}")
+    held = max(1, min(n - 1, round(n * fraction)))
+    idx = np.linspace(0, n - 1, held + 2)[1:-1].round().astype(int) if held < n - 1 else np.arange(1, n)
+    mask = np.zeros(n, bool)
+    mask[np.unique(idx)] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def heldout_samples(images: np.ndarray) -> np.ndarray:
+    """Held-out images and their horizontal mirrors: twice the samples, none of them calibrated on."""
+    return np.ascontiguousarray(np.concatenate([images, images[..., ::-1]]))
+
+
+@dataclass
+class Figures:
+    """One graph's outputs against the FP32 reference on the held-out samples."""
+
+    samples: int
+    cosine: float  # mean per-sample cosine (the worst output's; with several input sizes, the worst size's)
+    cosine_min: float
+    cosine_p05: float
+    cosine_median: float
+    top1_agreement: float | None = None
+    agreement_ci95: tuple[float, float] | None = None
+
+    def value(self, budget: Budget) -> float:
+        v = getattr(self, budget.attribute)
+        if v is None:
+            raise AccuracyBudgetError(f"budget {budget} needs class logits; this model's outputs have none: "
+                                      f"use a cosine budget, e.g. cosine>=0.99")
+        return float(v)
+
+    def meets(self, budget: Budget) -> bool:
+        return self.value(budget) >= budget.bound
+
+    def line(self) -> str:
+        s = (f"cosine {self.cosine:.5f} (per sample min {self.cosine_min:.4f}, 5th pct {self.cosine_p05:.4f}, "
+             f"median {self.cosine_median:.5f})")
+        if self.top1_agreement is not None:
+            lo, hi = self.agreement_ci95
+            s += f", top-1 agreement {self.top1_agreement:.1%} (95% CI {lo:.1%}-{hi:.1%})"
+        return s + f" over {self.samples} held-out samples"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def figures(ref: dict[str, np.ndarray] | list[dict[str, np.ndarray]],
+            out: dict[str, np.ndarray] | list[dict[str, np.ndarray]]) -> Figures:
+    """Per-sample cosine of every output (the worst output counts) and top-1 agreement of `logits`.
+
+    `ref`/`out` may be lists, one entry per input size (a dynamic-H/W export): the samples of every size
+    are pooled.
+    """
+    refs, outs = (ref, out) if isinstance(ref, list) else ([ref], [out])
+    worst, per = None, None
+    for name in refs[0]:
+        groups = [cosine_per_sample(r[name], o[name]) if np.isfinite(o[name]).all()
+                  else np.full(len(r[name]), -1.0)  # an overflowed output agrees with nothing
+                  for r, o in zip(refs, outs)]
+        mean = min(float(g.mean()) for g in groups)  # the worst size's mean, as verification merges sizes
+        if worst is None or mean < worst:
+            worst, per = mean, np.concatenate(groups)
+    n = len(per)
+    fig = Figures(n, worst, **cosine_spread(per))
+    if "logits" in refs[0]:  # classifier (B, K): one decision per sample; segmentor (B, K, H, W): one per pixel
+        # each size's rate weighted by its samples, as verification merges sizes
+        fig.top1_agreement = sum(agreement_rate(o["logits"], r["logits"]) * len(r["logits"])
+                                 for r, o in zip(refs, outs)) / n
+        # the interval counts images, not pixels: a segmentor's pixels are not independent (conservative)
+        fig.agreement_ci95 = wilson(fig.top1_agreement * n, n)
+    return fig
+
+
+class HeldOut:
+    """The held-out samples (one array per input size) with their FP32 reference outputs; scores any graph of
+    the same I/O on ORT CPU, pooling the samples of every size."""
+
+    def __init__(self, fp32: onnx.ModelProto, samples: np.ndarray | list[np.ndarray]):
+        self.groups = samples if isinstance(samples, list) else [samples]
+        self.reference = [run_onnx(fp32, g) for g in self.groups]
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+    def score(self, model: onnx.ModelProto) -> Figures:
+        return figures(self.reference, [run_onnx(model, g) for g in self.groups])
+
+
+def run_onnx(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    """All samples through `model` on ONNX Runtime CPU (float32 out), in the graph's static batch if it has one."""
+    infer, batch = session_infer(cpu_session(model))
+    step = batch or len(x)
+    return {n: np.asarray(v, np.float32) for n, v in run_in_batches(infer, x, step, step).items()}

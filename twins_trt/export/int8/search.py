@@ -1,0 +1,116 @@
+"""Leave-one-out sensitivity and the FP16 fallback search.
+
+Sensitivity is measured *leave-one-out*: calibrate once, then for each region remove the Q/DQ pairs
+that feed its nodes from the calibrated graph, which is exactly "this region in FP16, everything
+else INT8 with the same scales", and score it on the held-out samples. Leave-one-out was chosen over
+"only this region quantized" because it measures what the fallback search does: it starts from
+all-INT8 and takes regions out, so a region's recovery when left out ranks it directly (NNCF's
+accuracy control ranks the same way). The search then keeps the most sensitive regions in FP16,
+greedily in that order, until the budget is met; the final artifact is made by ModelOpt with
+`nodes_to_exclude` and the cached scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from twins_trt.export.int8.budget import Budget, Figures, HeldOut
+from twins_trt.export.int8.regions import Region
+from twins_trt.qdq import without_qdq
+
+
+@dataclass
+class RegionScore:
+    region: str
+    kind: str
+    nodes: int
+    mac_share: float
+    figures: Figures
+
+    def to_dict(self) -> dict:
+        return {"region": self.region, "kind": self.kind, "nodes": self.nodes, "mac_share": self.mac_share,
+                **self.figures.to_dict()}
+
+
+def sensitivity(qdq: onnx.ModelProto, regions: dict[str, Region], heldout: HeldOut,
+                progress: bool = True) -> list[RegionScore]:
+    """Each region left out of INT8 alone (same scales elsewhere), scored on the held-out samples."""
+    from tqdm import tqdm
+
+    total = sum(r.macs for r in regions.values()) or 1
+    scores = []
+    for r in tqdm(list(regions.values()), desc="int8 sensitivity", unit="region", disable=not progress, leave=False):
+        scores.append(RegionScore(r.name, r.kind, len(r.nodes), r.macs / total,
+                                  heldout.score(without_qdq(qdq, set(r.nodes)))))
+    return scores
+
+
+def rank(scores: list[RegionScore], budget: Budget) -> list[RegionScore]:
+    """Most sensitive first: the largest recovery of the budget's figure when left out, then by cosine."""
+    def key(s: RegionScore):
+        v = s.figures.top1_agreement if budget.metric == "agreement" else s.figures.cosine
+        return (-(v if v is not None else 0.0), -s.figures.cosine)
+
+    return sorted(scores, key=key)
+
+
+@dataclass
+class SearchResult:
+    budget: Budget
+    all_int8: Figures
+    fp16_regions: list[str]
+    figures: Figures
+    met: bool
+    trials: list[dict]
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"budget": str(self.budget), "all_int8": self.all_int8.to_dict(), "fp16_regions": self.fp16_regions,
+                "figures": self.figures.to_dict(), "met": self.met, "trials": self.trials,
+                "seconds": round(self.seconds, 1)}
+
+
+def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, Region], heldout: HeldOut,
+           budget: Budget, all_int8: Figures, progress: bool = True) -> SearchResult:
+    """Keep the k most sensitive regions in FP16 for the smallest k that meets the budget.
+
+    Greedy in sensitivity order; k is found by doubling (1, 2, 4, ...) then bisecting, so the search
+    costs about 2*log2(regions) evaluations rather than one per region. Without the budget met even
+    with every region in FP16, the best figures reached are returned with met=False.
+    """
+    from tqdm import tqdm
+
+    order = [s.region for s in ranked]
+    trials: list[dict] = []
+    cache: dict[int, Figures] = {0: all_int8}
+    bar = tqdm(desc="fp16 fallback search", unit="trial", disable=not progress, leave=False)
+
+    def trial(k: int) -> Figures:
+        if k not in cache:
+            nodes = {n for name in order[:k] for n in regions[name].nodes}
+            cache[k] = heldout.score(without_qdq(qdq, nodes))
+            trials.append({"fp16_regions": k, **cache[k].to_dict()})
+            bar.update(1)
+            bar.set_postfix_str(f"k={k} {budget.metric} {cache[k].value(budget):.4f}")
+        return cache[k]
+
+    if all_int8.meets(budget):
+        bar.close()
+        return SearchResult(budget, all_int8, [], all_int8, True, trials)
+    lo, hi = 0, 1  # lo: largest k known to miss; hi: candidate that meets
+    while hi < len(order) and not trial(hi).meets(budget):
+        lo, hi = hi, min(2 * hi, len(order))
+    if not trial(hi).meets(budget):
+        bar.close()
+        best = max(cache, key=lambda k: cache[k].value(budget))
+        return SearchResult(budget, all_int8, order[:best], cache[best], False, trials)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if trial(mid).meets(budget):
+            hi = mid
+        else:
+            lo = mid
+    bar.close()
+    return SearchResult(budget, all_int8, order[:hi], cache[hi], True, trials)
