@@ -19,11 +19,12 @@ from pathlib import Path
 from twins_trt import artifacts
 from twins_trt.backends import Backend, Capabilities, torch_device
 from twins_trt.errors import DatasetError, one_line
-from twins_trt.eval import backends as eb
+from twins_trt.eval import backends as eval_backends
 from twins_trt.eval.dataset import ImageFolder, image_folder, iter_chunks
 from twins_trt.eval.metrics import accumulate, finish
 from twins_trt.eval.report import RANDOM_WEIGHTS_WARNING, EvalReport
 from twins_trt.models import resolve_variant
+from twins_trt.models.preprocessing import classification
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class EvalOptions:
     variant: str
     data: str | os.PathLike
     weights: str | os.PathLike | None = None
-    backends: str | Sequence[str] = eb.DEFAULT_BACKENDS  # the shared names of twins-bench (ort-fp16 etc. as aliases)
+    backends: str | Sequence[str] = eval_backends.DEFAULT_BACKENDS  # the shared names of twins-bench (ort-fp16 etc. as aliases)
     limit: int | None = None
     batch: int = 1
     class_map: str | os.PathLike | None = None
@@ -63,8 +64,8 @@ class EvalOptions:
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {self.threads}")
         self.caps = self.caps or Capabilities.detect()
-        self.requested: list[str] = eb.requested_names(self.backends, self.caps.cuda)
-        self.backend_list: list[Backend] = eb.eval_backends(self.backends, self.caps.cuda)
+        self.requested: list[str] = eval_backends.requested_names(self.backends, self.caps.cuda)
+        self.backend_list: list[Backend] = eval_backends.eval_backends(self.backends, self.caps.cuda)
 
     @property
     def img_size(self) -> tuple[int, int]:
@@ -102,7 +103,7 @@ def warn_calibration_source(opts: EvalOptions) -> None:
                       "other images", stacklevel=3)
 
 
-def run_images(opts: EvalOptions, ds: ImageFolder, slots: list[eb.Slot]) -> tuple[list[Path], list[tuple[Path, str]]]:
+def run_images(opts: EvalOptions, ds: ImageFolder, slots: list[eval_backends.Slot]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Every readable image through every live backend; a backend that breaks is marked failed, the rest go on."""
     from tqdm import tqdm
 
@@ -117,7 +118,7 @@ def run_images(opts: EvalOptions, ds: ImageFolder, slots: list[eb.Slot]) -> tupl
                     continue
                 t0 = time.perf_counter()
                 try:
-                    logits = eb.run_in_batches(s, chunk.images, opts.batch)
+                    logits = eval_backends.run_in_batches(s, chunk.images, opts.batch)
                 except Exception as e:  # a backend that breaks mid-run must not hide the others' results
                     s.result.drop("failed", f"failed mid-run: {one_line(e)}")
                     log.error("%s failed: %s", s.result.name, s.result.reason)
@@ -134,16 +135,16 @@ def run_images(opts: EvalOptions, ds: ImageFolder, slots: list[eb.Slot]) -> tupl
     return used, skipped
 
 
-def summarize(slots: list[eb.Slot], used: list[Path]) -> None:
+def summarize(slots: list[eval_backends.Slot], used: list[Path]) -> None:
     """Figures from the running sums (deltas against the reference); INT8 rows say what they were calibrated on."""
     ref = slots[0].result
     for s in slots:
         finish(s.result, None if s.result is ref else ref)
         if s.manifest is not None and s.backend.precision == "int8":
-            s.result.calibration = eb.calibration_info(s.manifest, used)
+            s.result.calibration = eval_backends.calibration_info(s.manifest, used)
 
 
-def describe(opts: EvalOptions, ds: ImageFolder, used: list[Path], slots: list[eb.Slot]) -> dict:
+def describe(opts: EvalOptions, ds: ImageFolder, used: list[Path], slots: list[eval_backends.Slot]) -> dict:
     weights = None if opts.weights is None else "timm" if str(opts.weights) == "timm" else str(opts.weights)
     return {
         "kind": "eval",
@@ -162,8 +163,7 @@ def describe(opts: EvalOptions, ds: ImageFolder, used: list[Path], slots: list[e
         "calibration_source": (("synthetic" if opts.calib_synthetic else opts.calib_source_dir)
                                if any(s.backend.precision == "int8" for s in slots) else None),
         "artifacts": {s.result.name: s.result.artifact for s in slots},
-        "preprocessing": {"interpolation": opts.cfg.interpolation, "crop_pct": opts.cfg.crop_pct,
-                          "mean": opts.cfg.mean, "std": opts.cfg.std, "size": list(opts.img_size)},
+        "preprocessing": {**classification(opts.cfg).to_dict(), "size": list(opts.img_size)},
         "created": artifacts.now_iso(),
         "versions": artifacts.tool_versions(),
     }
@@ -180,14 +180,14 @@ def evaluate(opts: EvalOptions, on_step: Callable[[str], None] | None = None) ->
     model = reference_model(opts)
     device = torch_device(opts.device, opts.caps)
     with tempfile.TemporaryDirectory(prefix="twins-eval-") as scratch:  # an INT8 below the bound lives here only
-        slots = eb.open_slots(opts, opts.backend_list, opts.caps, model, device, Path(scratch), say)
+        slots = eval_backends.open_slots(opts, opts.backend_list, opts.caps, model, device, Path(scratch), say)
         for s in slots:
             if not s.result.ok:
                 say(f"{s.result.name}: {s.result.status} ({s.result.reason})")
         try:
             used, skipped = run_images(opts, ds, [s for s in slots if s.result.ok])
         finally:
-            eb.close(slots)
+            eval_backends.close(slots)
     summarize(slots, used)
     report = EvalReport(describe(opts, ds, used, slots), [s.result for s in slots], skipped)
     if opts.out_dir is not None:

@@ -33,7 +33,7 @@ from twins_trt.errors import BackendUnavailableError, CalibrationDataError
 from twins_trt.eval.backends import Slot, close, eval_backends, skip_unrunnable, start_runner
 from twins_trt.eval.metrics import Row
 from twins_trt.models import resolve_variant
-from twins_trt.models.preprocessing import Preprocessing, for_task
+from twins_trt.models.preprocessing import for_task, segmentation_with
 from twins_trt.runners import INPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ EXPORT_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib-data DIR
 
 def preprocess_seg(path: str | os.PathLike, size: tuple[int, int], mean, std) -> np.ndarray:
     """`data.preprocess` with the segmentation preprocessing for this mean/std: CHW float32."""
-    return preprocess(path, Preprocessing("bilinear", tuple(mean), tuple(std), None), size)
+    return preprocess(path, segmentation_with(mean, std), size)
 
 
 def read_mask(path: str | os.PathLike, size: tuple[int, int], reduce_zero_label: bool = False) -> np.ndarray:

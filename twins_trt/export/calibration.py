@@ -15,11 +15,11 @@ SYNTHETIC_SEED = 1234
 
 def calibration_data(opts: ExportOptions) -> tuple[np.ndarray, list[Path], int]:
     """(images, their files, how many files were skipped as unreadable) from `opts.calib_dir`, at most
-    `opts.calib_size` of them preprocessed as the variant's are; without a folder (--calib-synthetic),
+    `opts.calib_size` of them preprocessed by the task's one preprocessing; without a folder (--calib-synthetic),
     `opts.calib_size` seeded random inputs and no files."""
     if opts.calib_dir is None:
         return random_inputs(opts.calib_size, opts.img_size, seed=SYNTHETIC_SEED), [], 0
     files = find_images(opts.calib_dir)
-    loaded = load_images(files, opts.cfg, opts.img_size, limit=opts.calib_size, progress=opts.progress,
+    loaded = load_images(files, opts.preprocessing, opts.img_size, limit=opts.calib_size, progress=opts.progress,
                          desc="calibration images")
     return loaded.array, loaded.files, len(loaded.skipped)

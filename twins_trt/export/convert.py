@@ -168,7 +168,7 @@ def calibration_key(fp32_sha: str, files: list[Path], opts: ExportOptions) -> st
     """Same fp32 graph, same images (path, size, mtime), same method and preprocessing -> same scales."""
     h = hashlib.sha256()
     h.update(json.dumps([fp32_sha, opts.calib_method, opts.calib_size, list(opts.img_size),
-                         opts.cfg.interpolation, opts.cfg.crop_pct, opts.cfg.mean, opts.cfg.std]).encode())
+                         *opts.preprocessing.to_dict().values()]).encode())
     for f in files:
         st = f.stat() if f.exists() else None
         h.update(f"{f}|{st.st_size if st else -1}|{int(st.st_mtime) if st else -1}\n".encode())

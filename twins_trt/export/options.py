@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ import onnx
 from twins_trt.errors import AccuracyBudgetError, CalibrationDataError, ExportError, InputSizeError
 from twins_trt.export.int8 import budget  # budget.DEFAULT_INT8_BUDGET read when options are made (tests patch it)
 from twins_trt.models import check_input_size, resolve_variant
+from twins_trt.models.preprocessing import Preprocessing, for_task
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET, INT8_MIN_OPSET = 18, 19
@@ -57,8 +57,6 @@ class ExportOptions:
         if self.task == "seg":
             if self.features:
                 raise ValueError("--task seg exports a whole segmentor; --features is for the backbone alone")
-            # segmentation preprocessing (calibration, verification images): the whole image resized, no crop
-            self.cfg = dataclasses.replace(self.cfg, crop_pct=1.0, interpolation="bilinear")
         self.precisions = tuple(dict.fromkeys(("fp32", *self.precisions)))  # fp32 first: the others derive from it
         unknown = [p for p in self.precisions if p not in PRECISIONS]
         if unknown:
@@ -99,6 +97,12 @@ class ExportOptions:
     def stem(self) -> str:
         return artifact_stem(self.variant, self.img_size, self.batch, self.dynamic_batch, self.dynamic_shape,
                              self.features, self.seg_head if self.task == "seg" else None)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How calibration and verification images are prepared: the task's one preprocessing (for a segmentor,
+        the whole image resized, no crop: exactly what twins-eval --task seg feeds it)."""
+        return for_task(self.cfg, self.task)
 
     def segmentation(self) -> dict | None:
         """What a segmentation artifact's manifest and metadata say about its head (None for cls)."""

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from twins_trt import artifacts
+from twins_trt.artifacts.manifest import BatchRange, Manifest
 from twins_trt.errors import AccuracyBudgetError, GraphCheckError, VerificationError
 from twins_trt.export.calibration import calibration_data
 from twins_trt.export.convert import calibration_key, fp16_overflow, read_cache, to_fp16, to_int8, torch_to_onnx
@@ -68,34 +69,21 @@ def write_manifest(path: Path, opts: ExportOptions, precision: str, rep: GraphRe
     """The manifest beside the artifact at `path` (written atomically): what it is, how it was made and checked."""
     b = opts.dynamic_batch
     shape = ["batch" if b else opts.batch, 3, *(["height", "width"] if opts.dynamic_shape else opts.img_size)]
-    manifest = {
-        "kind": "onnx",
-        "file": path.name,
-        "variant": opts.variant,
-        "timm_name": opts.cfg.timm_name,
-        "precision": precision,
-        "features": opts.features,
-        "inputs": [{"name": INPUT_NAME, "shape": shape,
-                    "dtype": "float16" if opts.fp16_io and precision != "fp32" else "float32"}],
-        "outputs": output_names(opts.features),
-        "batch": {"min": b[0], "opt": b[1], "max": b[2]} if b else {"static": opts.batch},
-        "img_size": list(opts.img_size),
-        "hw_profile": [list(s) for s in opts.dynamic_shape] if opts.dynamic_shape else None,
-        "opset": opts.opset,
-        "sha256": artifacts.sha256_file(path),
-        "weights": str(opts.weights) if opts.weights else None,
-        "weights_sha256": weights_sha,
-        "preprocessing": {"interpolation": opts.cfg.interpolation, "crop_pct": opts.cfg.crop_pct,
-                          "mean": opts.cfg.mean, "std": opts.cfg.std},
-        "segmentation": opts.segmentation(),
-        "graph": rep.to_dict(),
-        "verification": ver.to_dict(),
-        "export_seconds": round(seconds, 2),
-        "created": artifacts.now_iso(),
-        "versions": artifacts.tool_versions(),
-    }
-    manifest.update(extra or {})
-    return artifacts.write_json_atomic(artifacts.manifest_path(path), manifest)
+    extra = dict(extra or {})
+    manifest = Manifest(
+        kind="onnx", file=path.name, variant=opts.variant, timm_name=opts.cfg.timm_name, task=opts.task,
+        precision=precision, features=opts.features,
+        inputs=[{"name": INPUT_NAME, "shape": shape,
+                 "dtype": "float16" if opts.fp16_io and precision != "fp32" else "float32"}],
+        outputs=output_names(opts.features),
+        batch=BatchRange.profile(*b) if b else BatchRange.fixed(opts.batch), img_size=tuple(opts.img_size),
+        hw_profile=[list(s) for s in opts.dynamic_shape] if opts.dynamic_shape else None, opset=opts.opset,
+        sha256=artifacts.sha256_file(path), weights=str(opts.weights) if opts.weights else None,
+        weights_sha256=weights_sha, preprocessing=opts.preprocessing.to_dict(), segmentation=opts.segmentation(),
+        graph=rep.to_dict(), verification=ver.to_dict(), export_seconds=round(seconds, 2),
+        created=artifacts.now_iso(), versions=artifacts.tool_versions(), calibration=extra.pop("calibration", None),
+        extra=extra)
+    return manifest.write(path)
 
 
 def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = None) -> ExportResult:

@@ -35,7 +35,12 @@ def classification(cfg: TwinsConfig) -> Preprocessing:
 
 
 def segmentation(cfg: TwinsConfig) -> Preprocessing:
-    return Preprocessing("bilinear", tuple(cfg.mean), tuple(cfg.std), None)
+    return segmentation_with(cfg.mean, cfg.std)
+
+
+def segmentation_with(mean, std) -> Preprocessing:
+    """The segmentation preprocessing for a checkpoint's own normalisation statistics."""
+    return Preprocessing("bilinear", tuple(mean), tuple(std), None)
 
 
 def for_task(cfg: TwinsConfig, task: str = "cls") -> Preprocessing:
@@ -44,4 +49,4 @@ def for_task(cfg: TwinsConfig, task: str = "cls") -> Preprocessing:
     return segmentation(cfg) if task == "seg" else classification(cfg)
 
 
-__all__ = ["TASKS", "Preprocessing", "classification", "for_task", "segmentation"]
+__all__ = ["TASKS", "Preprocessing", "classification", "for_task", "segmentation", "segmentation_with"]

@@ -59,8 +59,8 @@ def read_engine_metadata(plan_path: str | os.PathLike) -> dict[str, Any]:
     except ValueError as e:
         raise EngineMismatchError(f"engine metadata {meta_path} is not valid JSON ({e}); rebuild the engine") from e
     if not isinstance(meta, dict):
-        raise EngineMismatchError(f"engine metadata {meta_path} must be a JSON object, got {type(meta).__name__}; "
-                                  "rebuild the engine")
+        raise EngineMismatchError(f"engine metadata {meta_path} holds a JSON {type(meta).__name__}, not an object "
+                                  "(it must be a JSON object); rebuild the engine with twins-build")
     return meta
 
 

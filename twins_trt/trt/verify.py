@@ -84,9 +84,6 @@ def check_engine_metadata(engine_path: str | os.PathLike, onnx_given: bool = Fal
 
     meta = read_engine_metadata(engine_path)
     where = metadata_path(engine_path)
-    if not isinstance(meta, dict):
-        raise InputFileError(f"engine metadata {where} holds a JSON {type(meta).__name__}, not an object; "
-                             "rebuild the engine with twins-build")
     missing = [k for k in ("profile", *(() if onnx_given else ("onnx",))) if not meta.get(k)]
     if missing:
         raise InputFileError(f"engine metadata {where} lacks {' and '.join(map(repr, missing))}; rebuild the engine "
