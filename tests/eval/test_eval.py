@@ -21,7 +21,7 @@ from twins_trt.cli.eval import main
 from twins_trt.errors import DatasetError
 from twins_trt.eval import BackendResult, image_folder, read_class_map
 from twins_trt.eval.backends import Slot, eval_backends, run_in_batches
-from twins_trt.eval.metrics import accumulate, finish
+from twins_trt.eval.results import accumulate, finish
 
 CLASSES = sorted(PHOTOS)
 

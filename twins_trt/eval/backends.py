@@ -29,7 +29,7 @@ from twins_trt.artifacts.manifest import BatchRange, Manifest
 from twins_trt.artifacts.resolve import Calibration, Request, Resolver
 from twins_trt.backends import BACKENDS, REFERENCE, Backend, Capabilities, make_runner, parse_backends, skip_reason
 from twins_trt.errors import BackendUnavailableError, VerificationError, one_line
-from twins_trt.eval.metrics import BackendResult, Row
+from twins_trt.eval.results import BackendResult, Row
 from twins_trt.runners import INPUT_NAME
 
 log = logging.getLogger(__name__)

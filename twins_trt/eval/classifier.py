@@ -21,8 +21,8 @@ from twins_trt.backends import Backend, Capabilities, torch_device
 from twins_trt.errors import DatasetError, one_line
 from twins_trt.eval import backends as eval_backends
 from twins_trt.eval.dataset import ImageFolder, image_folder, iter_chunks
-from twins_trt.eval.metrics import accumulate, finish
 from twins_trt.eval.report import RANDOM_WEIGHTS_WARNING, EvalReport
+from twins_trt.eval.results import accumulate, finish
 from twins_trt.models import resolve_variant
 from twins_trt.models.preprocessing import classification
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from twins_trt import artifacts
-from twins_trt.eval.metrics import BackendResult
+from twins_trt.eval.results import BackendResult
 
 RANDOM_WEIGHTS_WARNING = ("RANDOM WEIGHTS: no --weights given, so top-1/top-5 are meaningless (chance level); "
                           "agreement and cosine with PyTorch fp32 are still meaningful. "

@@ -31,7 +31,7 @@ from twins_trt.backends import ALIASES, Capabilities, torch_device
 from twins_trt.data import find_images, preprocess
 from twins_trt.errors import BackendUnavailableError, CalibrationDataError
 from twins_trt.eval.backends import Slot, close, eval_backends, skip_unrunnable, start_runner
-from twins_trt.eval.metrics import Row
+from twins_trt.eval.results import Row
 from twins_trt.models import resolve_variant
 from twins_trt.models.preprocessing import for_task, segmentation_with
 from twins_trt.runners import INPUT_NAME

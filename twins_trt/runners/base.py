@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -78,3 +79,10 @@ def single_input(feed: Feed | np.ndarray) -> np.ndarray:
         raise ValueError(f"Twins takes one input ({INPUT_NAME!r}), got {sorted(feed)}")
     return next(iter(feed.values()))
 
+
+def existing_onnx(path) -> Path:
+    """The ONNX file a runner is asked to open, refused at once when it is not there."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist; create it with twins-export")
+    return path

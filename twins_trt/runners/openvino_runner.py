@@ -9,13 +9,12 @@ ONNX Runtime and PyTorch: INFERENCE_NUM_THREADS = threads, one stream, latency h
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from twins_trt.device import cpu_flags
 from twins_trt.errors import BackendUnavailableError
-from twins_trt.runners.base import Feed, Runner, single_input
+from twins_trt.runners.base import Feed, Runner, existing_onnx, single_input
 
 PRECISION_HINTS = ("f32", "bf16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # bf16 arithmetic in hardware (Linux /proc/cpuinfo names)
@@ -75,9 +74,7 @@ class OpenVinoRunner(Runner):
             raise ValueError(f"precision_hint must be one of {', '.join(PRECISION_HINTS)}, got {precision_hint!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 (or None for OpenVINO's default), got {threads}")
-        self.path = Path(onnx_path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX file {self.path} does not exist; create it with twins-export")
+        self.path = existing_onnx(onnx_path)
         self.precision_hint = precision_hint
         self.threads = threads
         self.device = "cpu"

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 
 from twins_trt.errors import BackendUnavailableError
-from twins_trt.runners.base import Feed, Runner, single_input
+from twins_trt.runners.base import Feed, Runner, existing_onnx, single_input
 
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -24,9 +23,7 @@ class OrtRunner(Runner):
                  name: str | None = None):
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}, got {provider!r}")
-        self.path = Path(onnx_path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX file {self.path} does not exist; create it with twins-export")
+        self.path = existing_onnx(onnx_path)
         self.provider = provider
         self.threads = threads
         self.device = "cpu" if provider == "cpu" else "cuda"
