@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from twins_trt.artifacts.manifest import BatchRange, Manifest
+from twins_trt.artifacts.manifest import Manifest
 from twins_trt.artifacts.resolve import Calibration, Request, Resolver
 from twins_trt.backends import BACKENDS, REFERENCE, Backend, Capabilities, make_runner, parse_backends, skip_reason
 from twins_trt.errors import BackendUnavailableError, VerificationError, one_line
@@ -143,13 +143,12 @@ def below_bound_int8(opts, resolver: Resolver, fp32: Path, model, scratch: Path,
     ver = verify_artifact(dst, "int8", model, eo, None if opts.calib_synthetic else calib[:max(eo.verify_samples, 1)],
                           tolerance=(eo.budget.attribute, eo.budget.bound))  # the bound the export held it to
     say(ver.line())
-    b = eo.dynamic_batch
     manifest = Manifest(variant=opts.variant, precision="int8",
-                        batch=BatchRange.profile(*b) if b else BatchRange.fixed(eo.batch),
+                        batch=eo.batch_range,
                         img_size=tuple(opts.img_size), file=dst.name, weights=here.weights,
                         verification=ver.to_dict(),
                         calibration={"method": eo.calib_method, "samples": int(len(calib)),
-                                     "source": str(eo.calib_dir) if eo.calib_dir else "synthetic",
+                                     "source": eo.calibration.source,
                                      "files": [str(f) for f in files]})
     below = None
     if not ver.passed:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from twins_trt.artifacts.manifest import BatchRange
+from twins_trt.data import Calibration
 from twins_trt.errors import AccuracyBudgetError, CalibrationDataError, ExportError, InputSizeError
 from twins_trt.export.int8 import budget  # budget.DEFAULT_INT8_BUDGET read when options are made (tests patch it)
 from twins_trt.models import check_input_size, resolve_variant
@@ -97,6 +99,16 @@ class ExportOptions:
     def stem(self) -> str:
         return artifact_stem(self.variant, self.img_size, self.batch, self.dynamic_batch, self.dynamic_shape,
                              self.features, self.seg_head if self.task == "seg" else None)
+
+    @property
+    def batch_range(self) -> BatchRange:
+        """The batches the artifact takes, as its manifest records them."""
+        return BatchRange.profile(*self.dynamic_batch) if self.dynamic_batch else BatchRange.fixed(self.batch)
+
+    @property
+    def calibration(self) -> Calibration:
+        """Where INT8's images come from, as one value (a folder wins over --calib-synthetic, as the loader does)."""
+        return Calibration(self.calib_dir, self.calib_synthetic and self.calib_dir is None, self.calib_size)
 
     @property
     def preprocessing(self) -> Preprocessing:

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from twins_trt import artifacts
-from twins_trt.artifacts.manifest import BatchRange, Manifest
+from twins_trt.artifacts.manifest import Manifest
 from twins_trt.errors import AccuracyBudgetError, GraphCheckError, VerificationError
 from twins_trt.export.calibration import calibration_data
 from twins_trt.export.convert import calibration_key, fp16_overflow, read_cache, to_fp16, to_int8, torch_to_onnx
@@ -67,8 +67,7 @@ class ExportResult:
 def write_manifest(path: Path, opts: ExportOptions, precision: str, rep: GraphReport, ver: Verdict,
                    weights_sha: str | None, seconds: float, extra: dict | None = None) -> Path:
     """The manifest beside the artifact at `path` (written atomically): what it is, how it was made and checked."""
-    b = opts.dynamic_batch
-    shape = ["batch" if b else opts.batch, 3, *(["height", "width"] if opts.dynamic_shape else opts.img_size)]
+    shape = ["batch" if opts.dynamic_batch else opts.batch, 3, *(["height", "width"] if opts.dynamic_shape else opts.img_size)]
     extra = dict(extra or {})
     manifest = Manifest(
         kind="onnx", file=path.name, variant=opts.variant, timm_name=opts.cfg.timm_name, task=opts.task,
@@ -76,7 +75,7 @@ def write_manifest(path: Path, opts: ExportOptions, precision: str, rep: GraphRe
         inputs=[{"name": INPUT_NAME, "shape": shape,
                  "dtype": "float16" if opts.fp16_io and precision != "fp32" else "float32"}],
         outputs=output_names(opts.features),
-        batch=BatchRange.profile(*b) if b else BatchRange.fixed(opts.batch), img_size=tuple(opts.img_size),
+        batch=opts.batch_range, img_size=tuple(opts.img_size),
         hw_profile=[list(s) for s in opts.dynamic_shape] if opts.dynamic_shape else None, opset=opts.opset,
         sha256=artifacts.sha256_file(path), weights=str(opts.weights) if opts.weights else None,
         weights_sha256=weights_sha, preprocessing=opts.preprocessing.to_dict(), segmentation=opts.segmentation(),
@@ -182,7 +181,7 @@ def _export_int8(opts: ExportOptions, res: ExportResult, fp32_path: Path, loaded
         f"{'real' if calib_files else 'SYNTHETIC'} sample(s){', scales from cache' if cache else ''}; "
         f"{len(held_idx)} image(s) held out -> {len(held)} verification samples with mirrors; budget {budget})")
     calibration = {"method": opts.calib_method, "samples": int(len(calib)),
-                   "source": str(opts.calib_dir) if opts.calib_dir else "synthetic",
+                   "source": opts.calibration.source,
                    "files": [str(f) for f in calib_files],  # which images: twins-eval reports them
                    "skipped_images": res.skipped_images, "cache": cache_path.name, "key": key,
                    "heldout_images": int(len(held_idx)), "heldout_samples": int(len(held)),
