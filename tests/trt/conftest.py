@@ -22,6 +22,14 @@ def static_onnx(tmp_path) -> Path:
                      meta={"twins_trt.variant": "svt_s", "twins_trt.precision": "fp32"})
 
 
+@pytest.fixture(autouse=True)
+def _emulator_memory(request, monkeypatch):
+    """Tests not marked `gpu` bind host buffers: pin the emulator to host memory even on a GPU machine (where its
+    default, auto, would take device pointers). `gpu` tests get the default."""
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setenv("TRT_EMULATOR_MEMORY", "host")
+
+
 @pytest.fixture
 def emu():
     """The TensorRT emulator ($TRT_EMULATOR_VERSION, default 11), importable as `tensorrt` during the test."""

@@ -119,7 +119,10 @@ def config_from_network(builder, network, profiles: dict[str, Profile] | list[di
         profile = builder.create_optimization_profile()
         for name in names:
             p = one[name]
-            profile.set_shape(name, p.min, p.opt, p.max)
+            try:  # the bindings raise RuntimeError on shapes setDimensions finds inconsistent (pyCore.cpp)
+                profile.set_shape(name, p.min, p.opt, p.max)
+            except RuntimeError as e:
+                raise ProfileError(f"TensorRT rejected the optimization profile {_profiles_text(one)}: {e}") from e
         if config.add_optimization_profile(profile) < 0:
             raise ProfileError(f"TensorRT rejected the optimization profile {_profiles_text(one)}")
 

@@ -5,8 +5,11 @@ clock as the PyTorch baseline and no pycuda is needed. With `use_cuda_graph=True
 is captured once per input shape and replayed.
 
 Under the TensorRT emulator (tools/trt_emulator, which runs the engine's graph on ONNX Runtime on the
-CPU) one seam changes, in `_HostOrCuda`: buffers are host tensors, the stream handle is 0, the clock is
-the host's (nothing to synchronize), and CUDA graphs are skipped with a reason. The GPU path is as above.
+CPU) the GPU path is as above wherever torch sees CUDA: the emulator then takes device pointers and CUDA
+streams and moves the data through the CUDA runtime (its "device" memory), so buffers, streams, copies and
+CUDA-graph capture execute for real. Without CUDA ("host" memory) one seam changes, in `_HostOrCuda`:
+buffers are 256-byte aligned host tensors, the stream handle is 0, the clock is the host's, device memory
+is not measured (the process RSS is the figure), and CUDA graphs are skipped with a reason.
 
 The setup path is three plain functions (`io_tensors`, `bind_tensors`, `enqueue`) that take the
 engine and context objects, so tests can drive them with objects specced from the real API.
@@ -32,7 +35,23 @@ from twins_trt.runners.base import Feed, Runner, single_input
 # TensorRT DataType member name -> torch dtype attribute
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
                 "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+# IExecutionContext::setTensorAddress: "The pointer must have at least 256-byte alignment" (NvInferRuntime.h).
+# cudaMalloc and torch's CUDA allocator give that; torch's host allocator gives 64, so host buffers are padded.
+ADDRESS_ALIGNMENT = 256
 
+
+def aligned_host_tensor(shape: tuple[int, ...], dtype: Any, alignment: int = ADDRESS_ALIGNMENT):
+    """An uninitialised host torch tensor whose data starts on an `alignment`-byte boundary.
+
+    `dtype` is a torch dtype or its name ("float32"). The tensor is a view of a slightly larger byte buffer,
+    which it keeps alive."""
+    import torch
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+    raw = torch.empty(nbytes + alignment, dtype=torch.uint8)
+    start = -raw.data_ptr() % alignment
+    return raw[start:start + nbytes].view(dtype).view(shape)
 
 
 @dataclass(frozen=True)
@@ -134,13 +153,13 @@ class _HostOrCuda:
     """Where buffers live, what stream TensorRT is given and how to wait for it: CUDA, or host memory for the
     emulator. The only place the two paths differ."""
 
-    def __init__(self, emulated: bool):
-        self.emulated = emulated
-        self.device = "cpu" if emulated else "cuda"
+    def __init__(self, cuda: bool):
+        self.cuda = cuda  # False: host memory, only under the emulator without CUDA
+        self.device = "cuda" if cuda else "cpu"
         self.stream = None
 
     def open(self) -> None:
-        if not self.emulated:
+        if self.cuda:
             import torch
 
             self.stream = torch.cuda.Stream()
@@ -150,10 +169,10 @@ class _HostOrCuda:
 
     @property
     def handle(self) -> int:
-        return 0 if self.emulated else int(self.stream.cuda_stream)
+        return int(self.stream.cuda_stream) if self.cuda else 0
 
     def scope(self):
-        if self.emulated:
+        if not self.cuda:
             return contextlib.nullcontext()
         import torch
 
@@ -166,6 +185,8 @@ class _HostOrCuda:
     def alloc(self, shape: tuple[int, ...], trt_dtype: str):
         import torch
 
+        if not self.cuda:
+            return aligned_host_tensor(shape, TORCH_DTYPES[trt_dtype])
         return torch.empty(shape, dtype=getattr(torch, TORCH_DTYPES[trt_dtype]), device=self.device)
 
 
@@ -183,16 +204,18 @@ class TrtRunner(Runner):
 
         self.trt = load_tensorrt(trt)  # BackendUnavailableError with one line when TensorRT is missing
         self.emulated = is_emulated(self.trt)
-        if not self.emulated:
+        # the emulator's I/O lives on the GPU where torch sees one (TRT_EMULATOR_MEMORY), else in host memory
+        cuda = not self.emulated or self.trt.emulated_memory() == "device"
+        if cuda:
             require_cuda("the TensorRT runner")
         self.path = Path(engine_path)
         self.metadata = read_engine_metadata(self.path)
         if check_metadata:
             check_engine_compatible(self.metadata, str(self.trt.__version__), device_info(self.trt), self.path)
-        self._mem = _HostOrCuda(self.emulated)
+        self._mem = _HostOrCuda(cuda)
         self.cuda_graph_skipped = ("CUDA graphs need a GPU; the TensorRT emulator runs on the host"
-                                   if use_cuda_graph and self.emulated else None)
-        self.use_cuda_graph = use_cuda_graph and not self.emulated
+                                   if use_cuda_graph and not cuda else None)
+        self.use_cuda_graph = use_cuda_graph and cuda
         self.verbose = verbose
         self.device = self._mem.device
         self.name = name or ("trt-graph" if self.use_cuda_graph else "trt")
@@ -247,7 +270,11 @@ class TrtRunner(Runner):
         index = select_profile(self._profiles, batch)
         if index is None or index == self.context.active_optimization_profile:
             return  # none takes it: set_input_shape reports the accepted range
-        if not self.context.set_optimization_profile_async(index, self._mem.handle):
+        try:  # the bindings raise RuntimeError where setOptimizationProfileAsync fails (pyCore.cpp)
+            switched = self.context.set_optimization_profile_async(index, self._mem.handle)
+        except RuntimeError as e:
+            raise EngineRunError(f"TensorRT could not switch {self.path} to optimization profile {index} ({e})") from e
+        if not switched:
             raise EngineRunError(f"TensorRT could not switch {self.path} to optimization profile {index}")
         self._inputs, self._outputs, self._graph = {}, {}, None  # shapes and addresses are bound per profile
 
@@ -331,10 +358,10 @@ class TrtRunner(Runner):
         return total
 
     def peak_memory_bytes(self) -> int | None:
-        """Device memory: torch's peak (I/O buffers) plus what TensorRT holds itself. Under the emulator,
-        the emulated device's: the I/O buffers allocated plus the engine's own figures."""
-        if self.emulated:
-            return self.io_bytes() + self.engine_bytes()
+        """Device memory: torch's peak (I/O buffers) plus what TensorRT holds itself. None under the emulator with
+        host memory: nothing there is device memory, and the process RSS (what the bench then takes) is the figure."""
+        if not self._mem.cuda:
+            return None
         import torch
 
         return int(torch.cuda.max_memory_allocated()) + self.engine_bytes()
@@ -346,4 +373,8 @@ class TrtRunner(Runner):
                "cuda_graph": self.use_cuda_graph, "emulated": self.emulated}
         if self.cuda_graph_skipped:
             out["cuda_graph_skipped"] = self.cuda_graph_skipped
+        if self.emulated:
+            out["memory"] = "device" if self._mem.cuda else "host"
+            if os.environ.get("TRT_EMULATOR_PERTURB"):
+                out["perturbed"] = os.environ["TRT_EMULATOR_PERTURB"]  # the test-only switch: not the ONNX's numbers
         return out

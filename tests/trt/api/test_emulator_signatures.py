@@ -19,7 +19,8 @@ from trt_strict import signatures
 
 ROOT = Path(__file__).resolve().parents[3]
 MAJOR = os.environ["TWINS_TRT_API_MAJOR"]
-EMULATOR_ONLY = {"emulated_device", "DEFAULT_DEVICE"}  # the emulator's own names (documented, not TensorRT API)
+# the emulator's own names (documented, not TensorRT API)
+EMULATOR_ONLY = {"emulated_device", "emulated_memory", "DEFAULT_DEVICE"}
 
 
 @pytest.fixture(scope="module")

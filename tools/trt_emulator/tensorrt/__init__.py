@@ -156,6 +156,8 @@ else:
         DISABLE_TIMING_CACHE = 6
         TF32 = 8
 
+_MAX_DIMS = 8  # Dims::MAX_DIMS
+ADDRESS_ALIGNMENT = 256  # IExecutionContext::setTensorAddress: "The pointer must have at least 256-byte alignment"
 _PRECISION_FLAGS = {"FP16", "BF16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"}
 _DEFAULT_FLAGS = {"TF32"}  # TensorRT enables TF32 by default
 
@@ -233,6 +235,14 @@ def _to_dims(value, what: str) -> Dims:
     if not isinstance(value, (tuple, list, Dims)) or not all(hasattr(v, "__index__") for v in value):
         raise TypeError(f"{what}: incompatible function arguments; expected Dims (a sequence of ints), got {value!r}")
     return Dims(value)
+
+
+def _check_size_t(value, what: str) -> int:
+    """An address or a stream handle: pybind11 converts to size_t, so a negative int is refused like a wrong type."""
+    _check_type(value, int, what)
+    if value < 0:
+        raise TypeError(f"{what}: incompatible function arguments; got {value!r}, which is not a size_t")
+    return value
 
 
 def _check_type(value, types, what: str):
@@ -513,32 +523,71 @@ def _session(onnx_bytes: bytes):
 class IOptimizationProfile:
     def __init__(self):
         self._shapes: dict[str, tuple[Dims, Dims, Dims]] = {}
-        self._invalid: list[str] = []
 
     def set_shape(self, input, min, opt, max):  # noqa: A002 - the real parameter names
+        """pyCore.cpp sets MIN, OPT, MAX in turn and raises RuntimeError at the first that setDimensions refuses
+        ("inconsistent with other shapes": a negative dimension, another rank, or not min <= opt <= max)."""
         _check_type(input, str, "IOptimizationProfile.set_shape input")
         lo, mid, hi = (_to_dims(d, "IOptimizationProfile.set_shape") for d in (min, opt, max))
-        if not (len(lo) == len(mid) == len(hi)) or any(d < 0 for d in lo) or \
-                not all(a <= b <= c for a, b, c in zip(lo, mid, hi)):
-            self._invalid.append(f"{input}: need min <= opt <= max of one rank, got min {lo} opt {mid} max {hi}")
+        for which, dims, below in (("min", lo, None), ("opt", mid, lo), ("max", hi, mid)):
+            if any(d < 0 for d in dims) or (below is not None and (len(dims) != len(below) or
+                                                                  any(a > b for a, b in zip(below, dims)))):
+                raise RuntimeError(f"Shape provided for {which} is inconsistent with other shapes.")
         self._shapes[input] = (lo, mid, hi)
 
     def get_shape(self, input):  # noqa: A002
         return list(self._shapes.get(input, (Dims(), Dims(), Dims())))
 
 
+def _cache_tag() -> bytes:
+    """What a timing cache is valid for: this TensorRT on this device."""
+    return _CACHE_MAGIC + f"{__version__} {json.dumps(emulated_device(), sort_keys=True)}\n".encode()
+
+
 class ITimingCache:
+    """Tactic timings by layer: one entry per layer built, keyed by the layer, its tensors' types and shapes and the
+    profile's shapes (what TensorRT's keys depend on). A build finds the entries a loaded cache holds and adds the
+    layers it had to time, so a loaded cache is observable: the builder logs "timing cache: H of N layers found"
+    (INFO), and the serialized cache grows with every new layer built."""
+
     def __init__(self, data: bytes):
-        self._foreign = bool(data) and not data.startswith(_CACHE_MAGIC + __version__.encode())
-        self._data = data if data and not self._foreign else _CACHE_MAGIC + __version__.encode() + b"\n"
+        self._entries: dict[str, str] = {}
+        self._foreign = False
+        if data:
+            tag = _cache_tag()
+            try:
+                if not data.startswith(tag):
+                    raise ValueError("another TensorRT version or device")
+                self._entries = dict(json.loads(data[len(tag):]))
+            except ValueError:
+                self._foreign, self._entries = True, {}  # tactics timed elsewhere are never reused
 
     def combine(self, input_cache, ignore_mismatch):
         _check_type(input_cache, ITimingCache, "ITimingCache.combine input_cache")
         _check_type(ignore_mismatch, bool, "ITimingCache.combine ignore_mismatch")
-        return not input_cache._foreign or ignore_mismatch
+        if input_cache._foreign and not ignore_mismatch:
+            return False
+        self._entries.update(input_cache._entries)
+        return True
 
     def serialize(self):
-        return IHostMemory(self._data)
+        return IHostMemory(_cache_tag() + json.dumps(self._entries, sort_keys=True).encode())
+
+    def _lookup(self, keys: dict[str, str]) -> int:
+        """How many of these layers were timed already; the others are added."""
+        found = sum(k in self._entries for k in keys)
+        self._entries.update(keys)
+        return found
+
+
+def _timing_keys(network: INetworkDefinition, config: IBuilderConfig) -> dict[str, str]:
+    shapes = [{n: [list(d) for d in p._shapes.get(n, ())] for n in sorted(p._shapes)} for p in config._profiles]
+    keys = {}
+    for layer in network._layers:
+        what = [layer.type.name, layer.name, [[t.name, list(t.shape), t.dtype.name] for t in layer._inputs],
+                [[t.name, list(t.shape), t.dtype.name] for t in layer._outputs], shapes]
+        keys[hashlib.sha256(json.dumps(what).encode()).hexdigest()[:32]] = f"{layer.type.name}:onnxruntime-cpu"
+    return keys
 
 
 class IBuilderConfig:
@@ -576,8 +625,6 @@ class IBuilderConfig:
 
     def add_optimization_profile(self, profile):
         _check_type(profile, IOptimizationProfile, "IBuilderConfig.add_optimization_profile")
-        if profile._invalid:  # TensorRT checks the profile here and returns -1
-            return -1
         self._profiles.append(profile)
         return len(self._profiles) - 1
 
@@ -617,10 +664,23 @@ class Builder:
             _error(self._logger, p)
         if problems:
             return None
+        if not network._strongly_typed:  # TensorRT 10 without STRONGLY_TYPED: built, as 10.x does
+            hints = sorted(config._flags & _PRECISION_FLAGS)
+            self._logger.log(ILogger.Severity.WARNING, "this network is weakly typed: weak typing is deprecated "
+                             "since TensorRT 10.12 and removed in 11 (create the network with "
+                             "NetworkDefinitionCreationFlag.STRONGLY_TYPED). Precision flags "
+                             f"{hints or 'none'} are hints TensorRT may follow; the emulator computes in the ONNX's "
+                             "own types.")
+        if config._cache is not None and "DISABLE_TIMING_CACHE" not in config._flags:
+            keys = _timing_keys(network, config)
+            found = config._cache._lookup(keys)
+            self._logger.log(ILogger.Severity.INFO, f"timing cache: {found} of {len(keys)} layers found "
+                                                    f"({len(keys) - found} timed and added)")
         header = {
             "tensorrt": __version__,
             "device": emulated_device(),
             "strongly_typed": network._strongly_typed,
+            "precision_flags": [] if network._strongly_typed else sorted(config._flags & _PRECISION_FLAGS),
             "inputs": [[t.name, list(t.shape), t.dtype.name] for t in network._inputs],
             "outputs": [[t.name, list(t.shape), t.dtype.name] for t in network._outputs],
             "profiles": [{n: [list(d) for d in p._shapes[n]] for n in (t.name for t in network._inputs)}
@@ -641,9 +701,6 @@ def _build_problems(network: INetworkDefinition, config: IBuilderConfig) -> list
         if flags:
             out.append(f"BuilderFlag {', '.join(flags)} cannot be set for a strongly typed network: "
                        "precision comes from the network's types")
-    else:  # TensorRT 10 without STRONGLY_TYPED: weak typing is not emulated
-        out.append("the emulator builds strongly typed networks only: create the network with "
-                   "NetworkDefinitionCreationFlag.STRONGLY_TYPED on TensorRT 10")
     dynamic = [t for t in network._inputs if any(d < 0 for d in t.shape)]
     if dynamic and not config._profiles:
         out.append("Network has dynamic or shape inputs, but no optimization profile has been defined.")
@@ -682,8 +739,11 @@ class Runtime:
         start = len(_MAGIC) + 4
         try:
             header = json.loads(data[start:start + n])
-        except ValueError:
-            _error(self._logger, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (corrupt plan header)")
+            if not isinstance(header, dict):
+                raise ValueError(f"a JSON {type(header).__name__}, not an object")
+        except ValueError as e:
+            _error(self._logger, f"IRuntime::deserializeCudaEngine: Error Code 1: Serialization (corrupt plan header: "
+                                 f"{e})")
             return None
         if header.get("tensorrt") != __version__:
             _error(self._logger, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (Serialization "
@@ -700,7 +760,25 @@ class Runtime:
         if hashlib.sha256(onnx_bytes).hexdigest() != header.get("onnx_sha256"):
             _error(self._logger, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (truncated plan)")
             return None
-        return ICudaEngine(header, onnx_bytes, self._logger)
+        try:
+            engine = ICudaEngine(header, onnx_bytes, self._logger)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # a field missing or of the wrong kind
+            _error(self._logger, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (corrupt plan header: "
+                                 f"{type(e).__name__} {e})")
+            return None
+        perturb = os.environ.get("TRT_EMULATOR_PERTURB", "").strip()
+        if perturb:
+            try:
+                engine._compute = _perturbed(onnx_bytes, perturb)
+            except ValueError as e:
+                _error(self._logger, f"IRuntime::deserializeCudaEngine: TRT_EMULATOR_PERTURB {e}")
+                return None
+        try:
+            engine._memory = _memory_for(engine)
+        except RuntimeError as e:
+            _error(self._logger, f"IRuntime::deserializeCudaEngine: {e}")
+            return None
+        return engine
 
 
 class ICudaEngine:
@@ -710,6 +788,11 @@ class ICudaEngine:
         self._io += [(name, TensorIOMode.OUTPUT, Dims(shape), DataType[dt]) for name, shape, dt in header["outputs"]]
         self._by_name = {t[0]: t for t in self._io}
         self._profiles = [{n: [Dims(d) for d in dims] for n, dims in p.items()} for p in header["profiles"]]
+        if not all(len(self._profiles[i].get(n, ((),) * 3)) == 3 for i in range(len(self._profiles)) for n in
+                   self._by_name):
+            raise ValueError("a profile without min, opt and max")
+        self._compute = onnx_bytes  # what execute_async_v3 runs: the ONNX, or its perturbed copy (test-only switch)
+        self._memory = None  # _HostMemory or the CUDA module's DeviceMemory, chosen at deserialization
         self._sess = None
         self._out_dims: dict[tuple, dict[str, Dims]] = {}
 
@@ -773,7 +856,7 @@ class ICudaEngine:
 
     def _session(self):
         if self._sess is None:
-            self._sess = _session(self._onnx)
+            self._sess = _session(self._compute)
         return self._sess
 
     def _output_dims(self, shapes: dict[str, Dims]) -> dict[str, Dims]:
@@ -818,12 +901,18 @@ class IExecutionContext:
         return not self.infer_shapes()
 
     def set_optimization_profile_async(self, profile_index, stream_handle):
+        """True, or RuntimeError as pyCore.cpp raises when setOptimizationProfileAsync returns false."""
         _check_type(profile_index, int, "IExecutionContext.set_optimization_profile_async profile_index")
-        _check_type(stream_handle, int, "IExecutionContext.set_optimization_profile_async stream_handle")
+        _check_size_t(stream_handle, "IExecutionContext.set_optimization_profile_async stream_handle")
+        log = self._engine._logger
+        bad_stream = self._engine._memory.stream_problem(stream_handle)
+        if bad_stream:
+            _error(log, f"IExecutionContext::setOptimizationProfileAsync: {bad_stream}")
+            raise RuntimeError("Error in set optimization profile async.")
         if not 0 <= profile_index < self._engine.num_optimization_profiles:
-            _error(self._engine._logger, f"IExecutionContext::setOptimizationProfileAsync: profile index "
-                                         f"{profile_index} is out of range [0, {self._engine.num_optimization_profiles})")
-            return False
+            _error(log, f"IExecutionContext::setOptimizationProfileAsync: profile index {profile_index} is out of "
+                        f"range [0, {self._engine.num_optimization_profiles})")
+            raise RuntimeError("Error in set optimization profile async.")
         if profile_index != self._profile:
             self._profile = profile_index
             self._shapes = {}  # input shapes must be set again for the new profile
@@ -833,6 +922,8 @@ class IExecutionContext:
         _check_type(name, str, "IExecutionContext.set_input_shape name")
         shape = _to_dims(_check_type(shape, (tuple, list), "IExecutionContext.set_input_shape shape"),
                          "IExecutionContext.set_input_shape")
+        if len(shape) > _MAX_DIMS:  # pyCore.cpp castDimsFromPyIterable
+            raise RuntimeError("The number of input dims exceeds the maximum allowed number of dimensions")
         eng = self._engine
         t = eng._by_name.get(name)
         log = eng._logger
@@ -866,13 +957,21 @@ class IExecutionContext:
                 if mode == TensorIOMode.INPUT and n not in self._shapes and any(d < 0 for d in dims)]
 
     def set_tensor_address(self, name, memory):
+        """NvInferRuntime.h: "Pass data=nullptr to reset to the default state"; "The pointer must have at least
+        256-byte alignment"; false if the name is not an I/O tensor."""
         _check_type(name, str, "IExecutionContext.set_tensor_address name")
-        _check_type(memory, int, "IExecutionContext.set_tensor_address memory")
+        _check_size_t(memory, "IExecutionContext.set_tensor_address memory")
+        log = self._engine._logger
         if name not in self._engine._by_name:
-            _error(self._engine._logger, f"IExecutionContext::setTensorAddress: no tensor named {name!r}")
+            _error(log, f"IExecutionContext::setTensorAddress: no tensor named {name!r}")
             return False
         if memory == 0:
-            _error(self._engine._logger, f"IExecutionContext::setTensorAddress: null address for {name!r}")
+            self._addresses.pop(name, None)
+            return True
+        if memory % ADDRESS_ALIGNMENT:
+            _error(log, f"IExecutionContext::setTensorAddress: Error Code 3: API Usage Error (Parameter check failed, "
+                        f"condition: the address {memory:#x} of {name!r} is aligned to {ADDRESS_ALIGNMENT} bytes; it is "
+                        f"off by {memory % ADDRESS_ALIGNMENT})")
             return False
         self._addresses[name] = memory
         return True
@@ -881,8 +980,12 @@ class IExecutionContext:
         return self._addresses.get(_check_type(name, str, "IExecutionContext.get_tensor_address"), 0)
 
     def execute_async_v3(self, stream_handle):
-        _check_type(stream_handle, int, "IExecutionContext.execute_async_v3 stream_handle")
+        _check_size_t(stream_handle, "IExecutionContext.execute_async_v3 stream_handle")
         eng, log = self._engine, self._engine._logger
+        bad_stream = eng._memory.stream_problem(stream_handle)
+        if bad_stream:
+            _error(log, f"IExecutionContext::enqueueV3: {bad_stream}")
+            return False
         unset = self.infer_shapes()
         if unset:
             _error(log, f"IExecutionContext::enqueueV3: Error Code 3: API Usage Error (input shapes not specified "
@@ -895,23 +998,137 @@ class IExecutionContext:
                         f"getPtrOrNull(mOutputAllocators, profileObliviousIndex). Address is not set for "
                         f"{missing}.)")
             return False
-        shapes = {n: self.get_tensor_shape(n) for n, *_ in eng._io}
-        feed = {}
-        for n, mode, _, dt in eng._io:
-            if mode == TensorIOMode.INPUT:
-                feed[n] = _read(self._addresses[n], shapes[n], _NUMPY[dt])
-        outs = eng._session().run([n for n, mode, *_ in eng._io if mode == TensorIOMode.OUTPUT], feed)
-        for (n, *_rest), value in zip([t for t in eng._io if t[1] == TensorIOMode.OUTPUT], outs):
-            want_dt = _NUMPY[eng._by_name[n][3]]
-            value = np.ascontiguousarray(value, dtype=want_dt)
-            if tuple(value.shape) != tuple(shapes[n]):
-                _error(log, f"IExecutionContext::enqueueV3: output {n!r} has shape {value.shape}, expected {shapes[n]}")
-                return False
-            ctypes.memmove(self._addresses[n], value.ctypes.data, value.nbytes)
+        io = [(n, mode == TensorIOMode.INPUT, self._addresses[n], tuple(self.get_tensor_shape(n)), _NUMPY[dt])
+              for n, mode, _, dt in eng._io]
+        problem = eng._memory.enqueue(stream_handle, io, lambda feed: _compute(eng, feed, io))
+        if problem:
+            _error(log, f"IExecutionContext::enqueueV3: {problem}")
+            return False
         return True
+
+
+def _compute(engine: ICudaEngine, feed: dict[str, np.ndarray], io) -> list[np.ndarray]:
+    """The outputs, in `io` order, as contiguous arrays of the engine's types and the context's shapes."""
+    names = [n for n, is_input, *_ in io if not is_input]
+    outs = engine._session().run(names, feed)
+    result = []
+    for (n, _, _, shape, dtype), value in zip([t for t in io if not t[1]], outs):
+        value = np.ascontiguousarray(value, dtype=dtype)
+        if tuple(value.shape) != shape:
+            raise ValueError(f"output {n!r} has shape {value.shape}, expected {shape}")
+        result.append(value)
+    return result
+
+
+class _HostMemory:
+    """Device memory is host memory (TRT_EMULATOR_MEMORY=host, the default without a GPU): the enqueue runs at once
+    on the calling thread, and the only stream is the default one (handle 0; 1 and 2 are CUDA's legacy and
+    per-thread default streams)."""
+
+    kind = "host"
+
+    def stream_problem(self, stream: int) -> str | None:
+        if stream in (0, 1, 2):
+            return None
+        return (f"Cuda Runtime (invalid resource handle): stream {stream:#x} does not exist; the emulator's host "
+                "memory has only the default stream (0)")
+
+    def enqueue(self, stream: int, io, compute) -> str | None:
+        feed = {n: _read(addr, shape, dtype) for n, is_input, addr, shape, dtype in io if is_input}
+        try:
+            outs = compute(feed)
+        except ValueError as e:
+            return str(e)
+        for (_, _, addr, _, _), value in zip([t for t in io if not t[1]], outs):
+            ctypes.memmove(addr, value.ctypes.data, value.nbytes)
+        return None
 
 
 def _read(address: int, shape, dtype: np.dtype) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     buf = (ctypes.c_char * n).from_address(address)
     return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape, dtype=np.int64))).reshape(shape).copy()
+
+
+def emulated_memory() -> str:
+    """Where engines' I/O addresses live: "device" (CUDA device pointers, through the CUDA runtime torch brings) or
+    "host". TRT_EMULATOR_MEMORY=host|device|auto (default auto: device when torch sees a CUDA GPU)."""
+    want = os.environ.get("TRT_EMULATOR_MEMORY", "auto").strip().lower() or "auto"
+    if want not in ("host", "device", "auto"):
+        raise ValueError(f"TRT_EMULATOR_MEMORY must be host, device or auto, got {want!r}")
+    if want == "auto":
+        return "device" if _cuda().cuda_available() else "host"
+    return want
+
+
+def _memory_for(engine: ICudaEngine):
+    if emulated_memory() == "host":
+        return _HostMemory()
+    return _cuda().DeviceMemory(engine._logger)
+
+
+def _cuda():
+    """tools/trt_emulator/tensorrt/_cuda.py, loaded by path: this module is also loaded under private names (tests
+    emulate 10 and 11 side by side), where a relative import would not resolve."""
+    mod = sys.modules.get("_trt_emulator_cuda")
+    if mod is None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_trt_emulator_cuda", Path(__file__).with_name("_cuda.py"))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["_trt_emulator_cuda"] = mod
+    return mod
+
+
+def _perturbed(onnx_bytes: bytes, spec: str) -> bytes:
+    """The ONNX with one thing changed (TRT_EMULATOR_PERTURB, test-only), so a check downstream must notice:
+    `qdq-scale[:<DequantizeLinear name>]` replaces that (default: the first) DequantizeLinear's constant scale with 1;
+    `<layer name>` adds 0.5 * mean(|y|) * sin(7y) to that layer's first output y (computed in float32)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    if spec == "qdq-scale" or spec.startswith("qdq-scale:"):
+        want = spec.partition(":")[2]
+        dqs = [n for n in g.node if n.op_type == "DequantizeLinear" and (not want or n.name == want)
+               and len(n.input) > 1 and n.input[1] in inits]
+        if not dqs:
+            raise ValueError(f"names no DequantizeLinear with a constant scale{f' called {want!r}' if want else ''}")
+        node = dqs[0]
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        g.initializer.append(numpy_helper.from_array(np.ones_like(scale), node.input[1] + "__emulator_dropped"))
+        node.input[1] = node.input[1] + "__emulator_dropped"
+        return model.SerializeToString()
+    nodes = [n for n in g.node if n.name == spec]
+    if not nodes or not nodes[0].output:
+        raise ValueError(f"names no layer {spec!r} (give a node name of the ONNX, or qdq-scale[:<name>])")
+    node = nodes[0]
+    y = node.output[0]
+    try:
+        infos = {vi.name: vi for vi in (*onnx.shape_inference.infer_shapes(model).graph.value_info, *g.output)}
+    except Exception:
+        infos = {}
+    elem = infos[y].type.tensor_type.elem_type if y in infos else TensorProto.FLOAT
+    p = f"{y}__emulator_perturb"
+    node.output[0] = f"{p}_in"
+    g.initializer.extend([numpy_helper.from_array(np.float32(0.5), f"{p}_half"),
+                          numpy_helper.from_array(np.float32(7.0), f"{p}_seven")])
+    added = [
+        helper.make_node("Cast", [f"{p}_in"], [f"{p}_x"], to=TensorProto.FLOAT),
+        helper.make_node("Abs", [f"{p}_x"], [f"{p}_abs"]),
+        helper.make_node("ReduceMean", [f"{p}_abs"], [f"{p}_mean"], keepdims=1),
+        helper.make_node("Mul", [f"{p}_mean", f"{p}_half"], [f"{p}_amp"]),
+        helper.make_node("Mul", [f"{p}_x", f"{p}_seven"], [f"{p}_7x"]),
+        helper.make_node("Sin", [f"{p}_7x"], [f"{p}_sin"]),
+        helper.make_node("Mul", [f"{p}_amp", f"{p}_sin"], [f"{p}_delta"]),
+        helper.make_node("Add", [f"{p}_x", f"{p}_delta"], [f"{p}_sum"]),
+        helper.make_node("Cast", [f"{p}_sum"], [y], to=elem),
+    ]
+    nodes = list(g.node)
+    at = nodes.index(node) + 1  # right after the layer, so the graph stays in topological order
+    del g.node[:]
+    g.node.extend(nodes[:at] + added + nodes[at:])
+    return model.SerializeToString()
