@@ -1,14 +1,43 @@
-"""Shared fixtures. Expensive artifacts are module- or session-scoped; nothing here needs a GPU."""
+"""Shared fixtures. Expensive artifacts are built once per run and shared; nothing here needs a GPU.
+
+The suite runs on both cores with pytest-xdist (`-n 2 --dist loadfile`: a file's tests stay on one worker,
+so module-scoped fixtures are built once). Artifacts that several files need are built once per *run*,
+not once per worker: `built_once` puts them under the run's shared temporary folder behind a file lock.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 
-# Two cores: keep torch and ONNX Runtime from oversubscribing them in tests.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores: keep torch from oversubscribing them; with two xdist workers each takes one.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORKERS))
+
+
+def shared_root(tmp_path_factory) -> Path:
+    """The run's temporary folder that every xdist worker sees (each worker's own base is a sub-folder)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """`build(folder)` once per test run, whichever worker asks first; the others wait and reuse the folder."""
+    from filelock import FileLock
+
+    out = shared_root(tmp_path_factory) / name
+    with FileLock(f"{out}.lock"):
+        if not (out / ".built").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            build(out)
+            (out / ".built").touch()
+    return out
 
 
 def pytest_collection_modifyitems(config, items):
