@@ -176,8 +176,10 @@ def _randomize_norms(model) -> None:
                 m.bias.copy_(0.02 * torch.randn(m.bias.shape, generator=g))
 
 
-def heads(variant: str, head: str, num_classes: int = 19, seed: int = 0):
-    """(neck or None, decode head) as mmseg's Twins ADE20K configs build them, BN instead of SyncBN."""
+def heads(variant: str, head: str, num_classes: int = 19, seed: int = 0, channels: int | None = None,
+          neck_channels: int | None = None):
+    """(neck or None, decode head) as mmseg's Twins ADE20K configs build them, BN instead of SyncBN;
+    channels / neck_channels (FPN's out_channels) replace the configs' widths when given."""
     import torch
 
     ref = load()
@@ -187,11 +189,12 @@ def heads(variant: str, head: str, num_classes: int = 19, seed: int = 0):
                   align_corners=False, loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0))
     torch.manual_seed(seed)
     if head == "fpn":
-        neck = ref.FPN(in_channels=list(dims), out_channels=256, num_outs=4)
-        dec = ref.FPNHead(in_channels=[256] * 4, feature_strides=[4, 8, 16, 32], channels=128, **common)
+        width = neck_channels or 256
+        neck = ref.FPN(in_channels=list(dims), out_channels=width, num_outs=4)
+        dec = ref.FPNHead(in_channels=[width] * 4, feature_strides=[4, 8, 16, 32], channels=channels or 128, **common)
     elif head == "uper":
         neck = None
-        dec = ref.UPerHead(in_channels=list(dims), pool_scales=(1, 2, 3, 6), channels=512, **common)
+        dec = ref.UPerHead(in_channels=list(dims), pool_scales=(1, 2, 3, 6), channels=channels or 512, **common)
     else:
         raise ValueError(f"mmseg has no {head!r} head to compare with; expected 'fpn' or 'uper'")
     for m in (neck, dec):

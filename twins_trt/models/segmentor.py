@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -45,17 +45,22 @@ DEFAULT_NUM_CLASSES = 150  # ADE20K, the dataset of mmseg's Twins configs
 class TwinsSegmentor(nn.Module):
     """Image (B, 3, H, W) -> class logits (B, K, H, W), or (B, K, H/4, W/4) with output='stride4'.
 
-    output='input' resizes bilinearly to the input as mmseg's 'whole' test mode does.
+    output='input' resizes bilinearly to the input as mmseg's 'whole' test mode does. channels and
+    neck_channels override the head's widths in HEADS (a checkpoint trained at another width).
     """
 
-    def __init__(self, backbone: nn.Module, head: str, num_classes: int, output: str = "input"):
+    def __init__(self, backbone: nn.Module, head: str, num_classes: int, output: str = "input",
+                 channels: int | None = None, neck_channels: int | None = None):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown segmentation head {head!r}; expected one of {', '.join(HEADS)}")
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         self.cfg = backbone.cfg
-        self.head_cfg = hc = HEADS[head]
+        hc = HEADS[head]
+        if neck_channels is not None and not hc.neck_channels:
+            raise ValueError(f"the {head} head has no neck; neck_channels must be None, got {neck_channels}")
+        self.head_cfg = hc = replace(hc, channels=channels or hc.channels, neck_channels=neck_channels or hc.neck_channels)
         self.num_classes, self.output = num_classes, output
         self.backbone = backbone
         dims = list(backbone.cfg.embed_dims)
@@ -94,6 +99,20 @@ def _head_of(sd: dict[str, torch.Tensor]) -> str | None:
     return next((h.name for h in HEADS.values() if any(k.startswith(h.marker) for k in sd)), None)
 
 
+def _widths_of(head: str, parts: dict[str, dict[str, torch.Tensor]]) -> dict[str, int]:
+    """The head's widths as the checkpoint was trained (mmseg's configs allow any), the way num_classes is
+    read: the classifier's input is the head's `channels`, the FPN neck's lateral outputs its `out_channels`.
+    A width the checkpoint lacks keeps HEADS' default (a strict load then names the missing keys)."""
+    widths = {}
+    seg = parts["decode_head"].get("conv_seg.weight")
+    if seg is not None and seg.ndim == 4:
+        widths["channels"] = int(seg.shape[1])
+    lateral = parts["neck"].get("lateral_convs.0.conv.weight")
+    if HEADS[head].neck_channels and lateral is not None and lateral.ndim == 4:
+        widths["neck_channels"] = int(lateral.shape[0])
+    return widths
+
+
 def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source: object) -> None:
     own = module.state_dict()
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
@@ -121,13 +140,14 @@ def create_segmentor(
     weights: an mmseg segmentor checkpoint (``backbone.``/``neck.``/``decode_head.``; its training-only
     ``auxiliary_head.`` is dropped), or a backbone alone (mmseg's or timm's names; the head is then
     random), or None (all random, with a warning). num_classes: None takes it from the checkpoint's
-    head, else 150 (ADE20K). flavor: the backbone's forward ('timm'/'mmseg'); None follows the
+    head, else 150 (ADE20K); the head's widths (its channels, the FPN neck's out_channels) are the
+    checkpoint's too, else those of HEADS. flavor: the backbone's forward ('timm'/'mmseg'); None follows the
     checkpoint, and 'mmseg' without one (the heads are mmseg's).
     """
     cfg = resolve_variant(variant)
     if head not in HEADS:
         raise ValueError(f"unknown segmentation head {head!r}; expected one of {', '.join(HEADS)}")
-    parts = None
+    parts, widths = None, {}
     if weights is not None:
         sd = read_state_dict(weights)
         if is_segmentor(sd):
@@ -145,6 +165,10 @@ def create_segmentor(
                         f"pass num_classes={seg.shape[0]} (--num-classes {seg.shape[0]}) or leave it out"
                     )
                 num_classes = int(seg.shape[0])
+            widths = _widths_of(head, parts)
+            defaults = {k: getattr(HEADS[head], k) for k in widths}
+            if widths != defaults:
+                log.info("%s head widths from the checkpoint: %s (defaults %s)", head, widths, defaults)
             if parts["auxiliary_head"]:
                 log.info("dropping the training-only auxiliary_head (%d keys)", len(parts["auxiliary_head"]))
     num_classes = DEFAULT_NUM_CLASSES if num_classes is None else num_classes
@@ -155,7 +179,7 @@ def create_segmentor(
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        model = TwinsSegmentor(backbone, head, num_classes, output)
+        model = TwinsSegmentor(backbone, head, num_classes, output, **widths)
     if parts is not None:
         if model.neck is not None:
             _load_strict(model.neck, parts["neck"], "neck", weights)
