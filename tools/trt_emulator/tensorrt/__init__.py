@@ -53,9 +53,34 @@ _CACHE_MAGIC = b"TWINS-TRT-EMULATED-TIMING-CACHE\n"
 DEFAULT_DEVICE = "TensorRT emulator (host CPU)"
 
 
+FP8_MIN_COMPUTE_CAPABILITY = (8, 9)  # Ada, Hopper, Blackwell: TensorRT builds FP8 Q/DQ networks only there
+_FP8_ONNX_TYPES = (17, 18, 19, 20)  # onnx.TensorProto FLOAT8E4M3FN, FLOAT8E4M3FNUZ, FLOAT8E5M2, FLOAT8E5M2FNUZ
+
+
 def emulated_device() -> dict[str, str]:
-    """The device plans are built for and loaded on: name and compute capability (0.0: not a GPU)."""
-    return {"name": os.environ.get("TRT_EMULATOR_DEVICE", DEFAULT_DEVICE), "compute_capability": "0.0"}
+    """The device plans are built for and loaded on: name and compute capability (TRT_EMULATOR_COMPUTE_CAPABILITY,
+    MAJOR.MINOR; default 0.0: not a GPU)."""
+    cc = os.environ.get("TRT_EMULATOR_COMPUTE_CAPABILITY", "0.0").strip() or "0.0"
+    major, dot, minor = cc.partition(".")
+    if not (major.isdigit() and dot and minor.isdigit()):
+        raise ValueError(f"TRT_EMULATOR_COMPUTE_CAPABILITY must be MAJOR.MINOR (e.g. 9.0 for Hopper), got {cc!r}")
+    return {"name": os.environ.get("TRT_EMULATOR_DEVICE", DEFAULT_DEVICE), "compute_capability": f"{int(major)}.{minor}"}
+
+
+def _has_fp8_qdq(model) -> bool:
+    """A QuantizeLinear/DequantizeLinear carries an FP8 type: its zero point's, its `output_dtype`, or the type of
+    the quantized initializer a DequantizeLinear reads (how ModelOpt's FP8 PTQ writes them)."""
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if any(a.name == "output_dtype" and a.i in _FP8_ONNX_TYPES for a in n.attribute):
+            return True
+        if len(n.input) > 2 and types.get(n.input[2]) in _FP8_ONNX_TYPES:
+            return True
+        if n.op_type == "DequantizeLinear" and types.get(n.input[0]) in _FP8_ONNX_TYPES:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------- enums
@@ -367,6 +392,7 @@ class INetworkDefinition:
         self._onnx: bytes | None = None
         self._layers: list[ILayer] = []
         self._weights_bytes = 0
+        self._fp8 = False  # FP8 Q/DQ in the parsed graph (built only at compute capability >= 8.9)
 
     @property
     def flags(self) -> int:
@@ -485,6 +511,7 @@ class OnnxParser:
             return self._fail(ErrorCode.UNSUPPORTED_NODE_DATATYPE, f"unsupported I/O data type for {bad[0].name!r}")
         net._onnx = data
         net._layers = _layers(model)
+        net._fp8 = _has_fp8_qdq(model)
         net._weights_bytes = sum(len(i.raw_data) for i in model.graph.initializer)
         return True
 
@@ -507,10 +534,14 @@ def _node_named_in(model, msg: str):
 
 
 def _session(onnx_bytes: bytes):
+    import onnx
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if _has_fp8_qdq(onnx.load_from_string(onnx_bytes)):  # ONNX Runtime's default level fuses a Q/DQ MatMul into
+        # MatMulIntegerToFloat, which has no FP8 type, and refuses the session: compute FP8 graphs at the basic level
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     threads = int(os.environ.get("TRT_EMULATOR_THREADS", "0") or 0)
     if threads:
         opts.intra_op_num_threads = threads
@@ -696,6 +727,10 @@ def _build_problems(network: INetworkDefinition, config: IBuilderConfig) -> list
     if network._onnx is None:
         return ["Network must have at least one output (nothing was parsed into it)"]
     out = []
+    cc = tuple(int(v) for v in emulated_device()["compute_capability"].split("."))
+    if network._fp8 and cc < FP8_MIN_COMPUTE_CAPABILITY:  # TensorRT's own words (10.x, e.g. on an A6000, SM 8.6)
+        out.append("IBuilder::buildSerializedNetwork: Error Code 9: API Usage Error (Networks with FP8 Q/DQ layers "
+                   "require hardware with FP8 support.)")
     if network._strongly_typed:
         flags = sorted(config._flags & _PRECISION_FLAGS)
         if flags:
