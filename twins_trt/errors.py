@@ -67,6 +67,10 @@ class BuildError(TwinsError, RuntimeError):
     """The ONNX parser or the TensorRT builder failed."""
 
 
+class UnsupportedByTensorRTError(BuildError, ValueError):
+    """An ONNX node TensorRT's ONNX parser does not take (by its published operator table), found before parsing."""
+
+
 class ProfileError(BuildError, ValueError):
     """An optimization profile that cannot be built from the ONNX and the flags given."""
 

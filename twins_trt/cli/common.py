@@ -46,6 +46,7 @@ EXIT_CODES: dict[type[TwinsError], int] = {
     errors.EngineMismatchError: EXIT_ERROR,
     errors.BuildError: EXIT_ERROR,
     errors.ProfileError: EXIT_ERROR,
+    errors.UnsupportedByTensorRTError: EXIT_ERROR,  # a node TensorRT's ONNX parser would refuse (its operator table)
     errors.EngineRunError: EXIT_ERROR,
     errors.TritonConfigError: EXIT_ERROR,
     errors.FingerprintError: EXIT_ERROR,

@@ -3,7 +3,9 @@
 The report counts nodes and op types, finds attention as MatMul -> Softmax -> MatMul chains (the
 scale Mul, casts and Q/DQ pairs may sit between them), and counts what must not be there: Roll and
 the Slice/Concat cyclic shift Swin needs, ScatterND, NonZero, Loop and If, and in a static export
-Pad and reshapes whose shape is computed from `Shape` at run time.
+Pad and reshapes whose shape is computed from `Shape` at run time. It also says whether TensorRT 10's
+ONNX parser takes every node (`trt_support`, from TensorRT's operator table) and which attention chains
+meet TensorRT's fused multi-head-attention conditions at the artifact's precision (`attention`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
+
+from twins_trt.export.attention import report_attention
+from twins_trt.export.trt_support import check_model, with_types
 
 ALWAYS_FORBIDDEN = ("Roll", "ScatterND", "ScatterElements", "NonZero", "Loop", "If")
 STATIC_FORBIDDEN = ("Pad", "Shape")  # a static export at a window-divisible size needs neither
@@ -29,6 +34,19 @@ class GraphReport:
     expected_attention_layers: int | None
     forbidden: dict[str, int] = field(default_factory=dict)
     static: bool = True
+    trt_support: dict | None = None  # trt_support.SupportReport.to_dict(): TensorRT 10 parser verdict
+    attention: dict | None = None  # attention.AttentionReport.to_dict(): fused-MHA verdict per chain
+
+    def tensorrt_lines(self) -> list[str]:
+        """The TensorRT parser verdict (and each refused node) and the fused-attention verdict, one per line."""
+        out = []
+        if self.trt_support:
+            out.append(self.trt_support["verdict"])
+            out += [f"  unsupported: node {i['index']} {i['name']!r} ({i['op']}): {i['reason']}"
+                    for i in self.trt_support["issues"]]
+        if self.attention:
+            out.append(f"fused attention, {self.attention['verdict']}")
+        return out
 
     @property
     def forbidden_total(self) -> int:
@@ -125,15 +143,18 @@ def is_static(model: onnx.ModelProto) -> bool:
 
 
 def report_graph(model: onnx.ModelProto | str | os.PathLike, expected_attention_layers: int | None = None,
-                 name: str | None = None, static: bool | None = None, pad_allowed: bool = False) -> GraphReport:
+                 name: str | None = None, static: bool | None = None, pad_allowed: bool = False,
+                 tensorrt: bool = True, precision: str | None = None) -> GraphReport:
     """Build the report. `static=None` reads it off the graph's inputs; `pad_allowed` for sizes whose
-    feature maps do not divide by the window (static pads are then expected)."""
+    feature maps do not divide by the window (static pads are then expected). `tensorrt` adds the TensorRT
+    parser check and the fused-attention report, judged at `precision` (None: what the graph asks for)."""
     if not isinstance(model, onnx.ModelProto):
         name = name or Path(model).name
         model = onnx.load(str(model), load_external_data=False)
     graph = model.graph
     static = is_static(model) if static is None else static
     ops = Counter(n.op_type for n in graph.node)
+    typed = with_types(model) if tensorrt else None  # shapes and types once, for both TensorRT reports
     forbidden = {op: ops.get(op, 0) for op in ALWAYS_FORBIDDEN}
     forbidden["cyclic_shift(Slice->Concat)"] = count_cyclic_shifts(graph)
     if static:
@@ -149,6 +170,8 @@ def report_graph(model: onnx.ModelProto | str | os.PathLike, expected_attention_
         expected_attention_layers=expected_attention_layers,
         forbidden=forbidden,
         static=static,
+        trt_support=check_model(typed, infer=False).to_dict() if typed is not None else None,
+        attention=report_attention(typed, precision, infer=False).to_dict() if typed is not None else None,
     )
 
 
@@ -161,6 +184,11 @@ def format_report(reports: list[GraphReport], top: int = 12) -> str:
             ("attention chains", [f"{r.attention_chains}" + (f"/{r.expected_attention_layers}"
                                   if r.expected_attention_layers is not None else "") for r in reports]),
             ("forbidden ops", [str(r.forbidden_total) for r in reports])]
+    if any(r.trt_support for r in reports):
+        rows.append(("TensorRT 10 parser", [f"{r.trt_support['supported']}/{r.trt_support['nodes']}"
+                                            if r.trt_support else "-" for r in reports]))
+        rows.append(("fused MHA chains", [f"{r.attention['fusable']}/{r.attention['chains']} {r.attention['precision']}"
+                                          if r.attention else "-" for r in reports]))
     rows += [(f"  {op}", [str(r.ops.get(op, 0)) for r in reports]) for op, _ in ops.most_common(top)]
     forb = sorted({k for r in reports for k, v in r.forbidden.items() if v})
     rows += [(f"  forbidden {k}", [str(r.forbidden.get(k, 0)) for r in reports]) for k in forb]
@@ -178,7 +206,7 @@ WATCHED_OPS = ("Pad", "Slice", "Shape", "Gather")  # the ops a clean Twins graph
 
 def graph_summary(onnx_path: str | os.PathLike) -> dict:
     """Node count and op histogram of an ONNX file (`report_graph`'s; weights not loaded), most frequent first."""
-    rep = report_graph(onnx_path)
+    rep = report_graph(onnx_path, tensorrt=False)
     return {"nodes": rep.nodes, "ops": dict(sorted(rep.ops.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 

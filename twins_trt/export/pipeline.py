@@ -118,8 +118,11 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
             extra = build(tmp)
             # a dynamic-batch export is held to the static rules too: its reshapes use -1, never Shape
             rep = report_graph(tmp, expected, name=f"{opts.stem}.{precision}", static=opts.dynamic_shape is None,
-                               pad_allowed=opts.dynamic_shape is not None or not windows_divide(opts))
+                               pad_allowed=opts.dynamic_shape is not None or not windows_divide(opts),
+                               precision=precision if precision in ("fp32", "fp16", "int8", "fp8") else None)
             res.reports[precision] = rep
+            for line in rep.tensorrt_lines():  # TensorRT 10 parser + fused attention (the manifest's graph keeps both)
+                say(line)
             if not rep.ok:
                 raise GraphCheckError(f"{final.name} failed the graph check, nothing written: {'; '.join(rep.problems())}")
             say(f"verifying {precision} on ONNX Runtime CPU against PyTorch fp32")

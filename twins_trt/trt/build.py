@@ -32,7 +32,7 @@ from twins_trt.artifacts import (
     tool_versions,
     write_bytes_atomic,
 )
-from twins_trt.errors import BuildError, ProfileError
+from twins_trt.errors import BuildError, ProfileError, UnsupportedByTensorRTError
 from twins_trt.trt import build_command, build_hint, engine_paths, load_tensorrt, logger_for, tensorrt_major, tensorrt_status
 from twins_trt.trt.engine_meta import METADATA_FORMAT, device_info, is_emulated, metadata_path
 from twins_trt.trt.profile import OnnxInfo, Profile, profile_from_onnx, read_onnx_info
@@ -247,6 +247,19 @@ def build_engine(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "eng
              f"{workspace_gib:g} GiB" if workspace_gib else "default",
              "default" if opt_level is None else opt_level, timing_cache or "none")
 
+    import onnx
+
+    from twins_trt.export.attention import report_attention  # pure graph analysis (onnx), imported when building
+    from twins_trt.export.trt_support import check_model, with_types
+
+    graph = with_types(onnx.load(str(info.path), load_external_data=False))
+    support = check_model(graph, infer=False)  # TensorRT's operator table, before the parser: one line per node
+    if not support.ok:
+        raise UnsupportedByTensorRTError(support.refusal(str(info.path)))
+    attention = report_attention(graph, info.precision if info.precision in ("fp32", "fp16", "int8", "fp8") else None,
+                                 infer=False)
+    log.info("%s; fused attention, %s", support.line(), attention.line())
+
     t0 = time.perf_counter()
     builder, network, _parser = network_from_onnx_path(info.path, trt=trt, logger=logger_for(trt, verbose))
     config = config_from_network(builder, network, profiles if len(profiles) > 1 else profiles[0],
@@ -276,6 +289,8 @@ def build_engine(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "eng
         "builder": {"strongly_typed": True, "tf32": info.precision != "fp32", "workspace_gib": workspace_gib,
                     "opt_level": opt_level,
                     "timing_cache": None if timing_cache is None else str(timing_cache)},
+        "checks": {"tensorrt_parser": support.line(), "table": support.table,
+                   "fused_attention": attention.line(), "attention_rules": attention.to_dict()["rules"]},
         "build_seconds": round(seconds, 3),
         "built_at": now_iso(),
         "tools": tool_versions(),

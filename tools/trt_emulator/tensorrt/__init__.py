@@ -113,6 +113,8 @@ class ErrorCode(enum.IntEnum):
     INVALID_NODE = 6
     UNSUPPORTED_GRAPH = 7
     UNSUPPORTED_NODE = 8
+    UNSUPPORTED_NODE_ATTR = 9
+    UNSUPPORTED_NODE_INPUT = 10
     UNSUPPORTED_NODE_DATATYPE = 11
 
 
@@ -445,7 +447,9 @@ class ParserError:
 
 
 class OnnxParser:
-    """Parses by loading the model with `onnx`, checking it, and opening it in ONNX Runtime (CPU)."""
+    """Parses by loading the model with `onnx`, checking it, refusing every node TensorRT's ONNX parser refuses
+    (onnx-tensorrt's 10.x operator table, through `twins_trt.export.trt_support`: one ParserError per node, with
+    the ErrorCode TensorRT gives), and only then opening it in ONNX Runtime (CPU), which computes."""
 
     def __init__(self, network, logger):
         self._network = _check_type(network, INetworkDefinition, "OnnxParser.__init__ network")
@@ -478,6 +482,16 @@ class OnnxParser:
         _error(self._logger, f"ModelImporter: {desc}")
         return False
 
+    def _table_accepts(self, model) -> bool:
+        """TensorRT's operator table (docs/operators.md, 10.x; applied on 11 too): every refused node is an error."""
+        from twins_trt.export.trt_support import check_model
+
+        report = check_model(model)
+        for issue in report.issues:
+            self._fail(ErrorCode[issue.code], f"{issue.line()} (by {report.table}'s operator table)", issue.index,
+                       issue.name, issue.op)
+        return report.ok
+
     def _parse(self, data: bytes, base_dir: str | None) -> bool:
         import onnx
 
@@ -494,6 +508,8 @@ class OnnxParser:
             onnx.checker.check_model(model)
         except Exception as e:
             return self._fail(ErrorCode.INVALID_GRAPH, f"invalid ONNX graph: {str(e).splitlines()[0]}")
+        if not self._table_accepts(model):
+            return False
         data = model.SerializeToString()
         try:
             _session(data)
