@@ -10,7 +10,6 @@ import json
 import re
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -32,7 +31,7 @@ TensorRT supports the following ONNX data types: DOUBLE, FLOAT32, INT8, and BOOL
 | Abs                       | Y          | FP32, FP16, BF16, INT32, INT64 |
 | AffineGrid                | N          |
 | ConstantOfShape           | Y          | FP32, INF64, BOOL |
-| Resize                    | Y          | FP32 | Supported resize modes: `nearest`, `linear`.<br />Antialiasing is not supported.|
+| Resize | Y | FP32 | Supported resize modes: `nearest`, `linear`.<br />Antialiasing is not supported.|
 """
 
 
@@ -54,7 +53,8 @@ def test_the_table_is_regenerated_from_operators_md():
     assert t["source"]["commit"] == "0" * 40 and t["opset"] == {"min": 9, "max": 20}
     assert set(t["operators"]) == {"Abs", "AffineGrid", "ConstantOfShape", "Resize"}
     assert t["operators"]["ConstantOfShape"]["types"] == ["FP32", "INT64", "BOOL"]
-    assert t["operators"]["Resize"]["restrictions"] == "Supported resize modes: `nearest`, `linear`. Antialiasing is not supported."
+    assert t["operators"]["Resize"]["restrictions"] == ("Supported resize modes: `nearest`, `linear`. "
+                                                        "Antialiasing is not supported.")
     assert t["data_types"] == ["DOUBLE", "FLOAT32", "INT8", "BOOL"]
     with pytest.raises(ValueError, match="opset"):
         parse_operators_md("# not the table")

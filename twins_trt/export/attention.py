@@ -26,10 +26,11 @@ from onnx import numpy_helper
 
 from twins_trt.export.trt_support import with_types
 
-RULES_SOURCE = ("TensorRT 10.x developer guide, 'Fused Attention' / 'Multi-Head Attention Fusion' "
-                "(docs.nvidia.com/deeplearning/tensorrt/10.16.0, inference-library/transformers-fused-attention); "
-                "INT8 S<=512 and FP8 head dim (8, 256] as ModelOpt 0.47 places MHA Q/DQ "
-                "(modelopt.onnx.quantization.graph_utils.find_nodes_from_mha_to_exclude)")
+RULES_SOURCE = ("TensorRT docs 10.16, 'Fused Attention' (docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/"
+                "transformers-fused-attention.html): Q [B, N, S_q, H], K/V [B, N, S_kv, H], scale on Q or K before the "
+                "first BMM; head-dim and INT8 S<=512 limits from the TensorRT 10.x developer guide's 'Multi-Head "
+                "Attention Fusion' table, as ModelOpt 0.47 applies them when it places MHA Q/DQ "
+                "(graph_utils.find_nodes_from_mha_to_exclude: INT8 S_kv<=512, FP8 head dim in (8, 256])")
 INT8_HEAD_DIMS = (16, 32, 64)
 INT8_MAX_SEQ = 512
 SCORE_OPS = ("Mul", "Div", "Add", "Sub", "Cast")  # between the first MatMul and the Softmax (scale, mask)
