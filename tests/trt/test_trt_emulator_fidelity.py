@@ -274,3 +274,42 @@ def test_perturb_switch_drops_a_qdq_scale(emu, tmp_path, monkeypatch, switch):
     monkeypatch.setenv("TRT_EMULATOR_PERTURB", switch)
     got = _run(emu, plan_path, x)
     assert np.abs(got - want).max() > 0.1
+
+
+# ---------------------------------------------------------------------------------------------- device memory
+
+
+def test_device_memory_without_cuda_is_refused_with_a_reason(emu, plan, monkeypatch, capsys):
+    from twins_trt.device import cuda_available
+    from twins_trt.errors import BackendUnavailableError
+    from twins_trt.trt.runner import TrtRunner
+
+    if cuda_available():
+        pytest.skip("this machine has a GPU: device memory is tested in test_trt_device_emulated.py")
+    assert emu.emulated_memory() == "host"  # pinned by the conftest
+    monkeypatch.setenv("TRT_EMULATOR_MEMORY", "auto")
+    assert emu.emulated_memory() == "host"
+    monkeypatch.setenv("TRT_EMULATOR_MEMORY", "device")
+    assert emu.Runtime(emu.Logger()).deserialize_cuda_engine(plan.read_bytes()) is None
+    assert "TRT_EMULATOR_MEMORY=device needs a CUDA GPU" in capsys.readouterr().err
+    with pytest.raises(BackendUnavailableError):
+        TrtRunner(plan, trt=emu)
+    monkeypatch.setenv("TRT_EMULATOR_MEMORY", "gpu")
+    assert emu.Runtime(emu.Logger()).deserialize_cuda_engine(plan.read_bytes()) is None
+    assert "TRT_EMULATOR_MEMORY must be host, device or auto" in capsys.readouterr().err
+
+
+def test_the_cuda_runtime_torch_brings_has_what_device_memory_calls():
+    """Device memory calls libcudart through ctypes: the library torch's wheels ship is found and exports every
+    function declared (cudaMemcpyAsync, cudaLaunchHostFunc, cudaPointerGetAttributes, ...). Loading it needs no
+    GPU; calling it does (test_trt_device_emulated.py)."""
+    import ctypes
+
+    import torch  # noqa: F401 - torch loads its libcudart, which the emulator then finds in /proc/self/maps
+    from emulator import load
+
+    cuda = load()._cuda()
+    paths = cuda.runtime_candidates()
+    assert paths, "no libcudart next to torch"
+    lib = cuda.declare(ctypes.CDLL(paths[0]))
+    assert lib.cudaLaunchHostFunc.argtypes[1] is cuda._HOST_FN and lib.cudaMemcpyAsync.restype is ctypes.c_int

@@ -46,7 +46,8 @@ def _main(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.passed]
     if failed:
         raise VerificationError(f"{len(failed)} of {len(results)} comparisons failed: "
-                                + "; ".join(f"{r.candidate} vs {r.reference} [{r.output}]" for r in failed))
+                                + "; ".join(f"{r.candidate} vs {r.reference} [{r.output}] {r.shortfall()}"
+                                            for r in failed))
     return 0
 
 

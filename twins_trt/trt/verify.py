@@ -34,6 +34,12 @@ class Comparison:
         return (f"{'PASS' if self.passed else 'FAIL'} {self.candidate} vs {self.reference} [{self.output}]: "
                 f"max |diff| {self.max_abs:.3g}, cosine {self.cosine:.6f} (need {bound})")
 
+    def shortfall(self) -> str:
+        """What missed, with the figure and the bound: `cosine 0.912345 < 0.999`."""
+        if self.metric == "max_abs":
+            return f"max |diff| {self.max_abs:.3g} > {self.threshold:g}"
+        return f"cosine {self.cosine:.6f} < {self.threshold:g}"
+
 
 def compare_outputs(reference: str, ref: dict[str, np.ndarray], candidate: str, cand: dict[str, np.ndarray],
                     precision: str) -> list[Comparison]:
@@ -152,6 +158,8 @@ def verify_engine(engine_path: str | os.PathLike, onnx_path: str | os.PathLike |
         TorchRunner(create_model(**model_args), device="cuda" if gpu else "cpu", name="torch-fp32"),
     ]
     outs = run_all(runners, x)
-    trt_name = trt_runner.name + (" (emulated)" if trt_runner.emulated else "")
+    info = trt_runner.describe()
+    trt_name = trt_runner.name + (f" (emulated, perturbed: {info['perturbed']})" if info.get("perturbed")
+                                  else " (emulated)" if trt_runner.emulated else "")
     return (compare_outputs("onnxruntime", outs["onnxruntime"], trt_name, outs[trt_runner.name], precision)
             + compare_outputs("torch-fp32", outs["torch-fp32"], trt_name, outs[trt_runner.name], precision))

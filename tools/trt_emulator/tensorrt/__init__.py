@@ -10,19 +10,34 @@ would otherwise never execute. This module is a fake that earns trust (fakeredis
   with min <= opt <= max of the input's rank; `set_input_shape` returns False outside the active
   profile; `get_tensor_shape` shows -1 until the input shapes are set; `execute_async_v3` fails
   unless every I/O tensor has an address and every input a shape; `deserialize_cuda_engine` returns
-  None, with a logged error, for a plan from another TensorRT version or device; networks are strongly
-  typed (the STRONGLY_TYPED flag on 10, where precision builder flags are then refused; always on 11,
-  which has no FP16/INT8 flags at all);
+  None, with a logged error, for a plan from another TensorRT version or device, or with a malformed
+  header; strongly typed networks refuse precision builder flags (STRONGLY_TYPED on 10; always on 11,
+  which has no FP16/INT8 flags at all), and on 10 a weakly typed network builds with a deprecation
+  warning, as 10.x does; `set_tensor_address(name, 0)` resets the tensor (NvInferRuntime.h), an address
+  not 256-byte aligned is refused, addresses and streams are size_t (negative: TypeError), and host
+  memory has only the default stream; RuntimeError where the bindings raise it (pyCore.cpp): a failed
+  `set_optimization_profile_async`, `IOptimizationProfile.set_shape` with inconsistent shapes,
+  `set_input_shape` with more than 8 dimensions; a timing cache holds one entry per layer built, so a
+  build logs (INFO) how many layers a loaded cache already had;
 - real numbers: the serialized "engine" is a header (version, device, profiles, I/O) plus the ONNX;
-  `execute_async_v3` reads the inputs from the bound host addresses, runs the graph on ONNX Runtime's
+  `execute_async_v3` reads the inputs from the bound addresses, runs the graph on ONNX Runtime's
   CPU provider and writes the outputs to the bound output addresses.
 
 Environment: TRT_EMULATOR_VERSION=10|11 (or a full version such as 11.4.0.106; default 11) picks the API
 emulated; TRT_EMULATOR_DEVICE names the emulated device (default "TensorRT emulator (host CPU)");
-TRT_EMULATOR_THREADS sets ONNX Runtime's intra-op threads (default: its own).
+TRT_EMULATOR_THREADS sets ONNX Runtime's intra-op threads (default: its own);
+TRT_EMULATOR_COMPUTE_CAPABILITY (MAJOR.MINOR, default 0.0: not a GPU) is the emulated device's compute
+capability: below 8.9 the builder refuses a network with FP8 Q/DQ, as TensorRT does on GPUs without FP8;
+TRT_EMULATOR_MEMORY=host|device|auto (default auto) says where I/O addresses point: "host" memory
+(the addresses are read and written in place, on the calling thread), or CUDA "device" memory, where the
+emulator copies through the CUDA runtime torch brings, on the caller's stream (_cuda.py: the copies and
+the computation are stream work, so CUDA-graph capture works); auto is device when torch sees a GPU;
+TRT_EMULATOR_PERTURB (test-only) makes engines deserialized while it is set compute something else:
+`<layer name>` perturbs that layer's output, `qdq-scale[:<DequantizeLinear name>]` drops a Q/DQ scale
+(sets it to 1), so checks downstream (twins-verify) are seen to fail; an unknown name fails the load.
 
-Not TensorRT: there is no GPU, no kernel selection and no fusion here. Figures measured under it are
-labelled *emulated* by twins-trt and never reported as TensorRT's. Device memory is host memory.
+Not TensorRT: there is no kernel selection and no fusion here, and the GPU, where one is used, only holds
+the I/O. Figures measured under it are labelled *emulated* by twins-trt and never reported as TensorRT's.
 `__emulator__` (True) is the one name the real module lacks; it is how twins-trt knows.
 """
 
@@ -826,7 +841,7 @@ class Runtime:
                 return None
         try:
             engine._memory = _memory_for(engine)
-        except RuntimeError as e:
+        except (RuntimeError, ValueError) as e:  # device memory without CUDA; a TRT_EMULATOR_MEMORY it does not know
             _error(self._logger, f"IRuntime::deserializeCudaEngine: {e}")
             return None
         return engine

@@ -18,6 +18,7 @@ holding the GIL would deadlock (torch's synchronize, copies and graph replay rel
 from __future__ import annotations
 
 import ctypes
+import gc
 import itertools
 from pathlib import Path
 
@@ -105,6 +106,10 @@ class _Job:
         _jobs[self.id] = self
 
     def run(self) -> None:
+        # no cyclic GC on CUDA's callback thread: collecting a torch CUDA object here could call into CUDA, which a
+        # host function must not do
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             feed = {n: host.numpy()[:nbytes].view(dtype).reshape(shape)
                     for n, _, host, nbytes, shape, dtype in self.inputs}
@@ -113,6 +118,9 @@ class _Job:
         except Exception as e:  # nothing can propagate out of a host function: the next enqueue reports it
             self.error = f"the emulated engine failed on the stream ({type(e).__name__}: {e})"
             self.logger.log(1, f"IExecutionContext::enqueueV3: {self.error}")
+        finally:
+            if collecting:
+                gc.enable()
 
 
 def _run_job(user_data) -> None:
