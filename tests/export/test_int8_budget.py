@@ -68,7 +68,7 @@ def test_budgeted_export_meets_a_budget_all_int8_misses(budgeted):
 def test_budgeted_export_keeps_most_macs_in_int8(budgeted):
     graph = onnx.load(str(budgeted.artifacts["int8"]))
     fp32 = onnx.load(str(budgeted.artifacts["fp32"]))
-    share = bud.int8_mac_share(graph, bud.node_macs(fp32))
+    share = bud.mac_share(graph, bud.node_macs(fp32), "int8")
     assert 0.5 <= share < 1.0 and share == pytest.approx(budgeted.manifest["int8"]["int8_mac_share"])
 
 
@@ -203,3 +203,23 @@ def test_overflow_check_is_quiet_on_a_tame_graph(tmp_path):
     ranges = ovf.activation_absmax(model, np.ones((2, 8), np.float32))
     assert ovf.check_overflow(ranges) == []
     assert "no tensor above 8188" in ovf.format_overflow([])
+
+
+def test_the_budget_machinery_takes_fp8_qdq(tmp_path):
+    """The same held-out scoring, region finding, sensitivity and MAC share for an FP8 (FLOAT8E4M3FN) Q/DQ graph: its
+    nodes are found as FP8 (not INT8) and it is scored at the ONNX Runtime level FP8 needs (ORT_ENABLE_ALL refuses it)."""
+    from modelopt.onnx.quantization import quantize
+
+    fp32 = _two_matmuls(tmp_path / "mlp.onnx", [1, 16, 32], 16, "logits")
+    x = np.random.default_rng(2).standard_normal((4, 16, 32)).astype(np.float32)
+    quantize(str(tmp_path / "mlp.onnx"), quantize_mode="fp8", calibration_data=x[:1], calibration_method="max",
+             calibration_eps=["cpu"], output_path=str(tmp_path / "q8.onnx"), log_level="ERROR")
+    qdq = onnx.load(str(tmp_path / "q8.onnx"))
+    assert bud.quantized_nodes(qdq, "fp8") == {"scaled", "head"} and bud.int8_nodes(qdq) == set()
+    assert bud.mac_share(qdq, bud.node_macs(fp32), "fp8") == 1.0 and bud.mac_share(qdq, bud.node_macs(fp32)) == 0.0
+    heldout = bud.HeldOut(fp32, x, "fp8")
+    assert heldout.optimization == "basic"
+    all_fp8 = heldout.score(qdq)
+    assert 0.9 < all_fp8.cosine < 1.0
+    scores = bud.sensitivity(qdq, bud.find_regions(fp32, qdq), heldout, progress=False)
+    assert len(scores) == 2 and max(s.figures.cosine for s in scores) > all_fp8.cosine

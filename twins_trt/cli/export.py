@@ -110,11 +110,10 @@ def _main(args: argparse.Namespace) -> int:
     if res.sensitivity_table:
         print()
         print(res.sensitivity_table)
-    if res.int8:
-        i8 = res.int8
-        print(f"\nint8 budget {i8['budget']}: {len(i8['fp16_regions'])} region(s) kept in FP16"
-              f"{' (' + ', '.join(i8['fp16_regions']) + ')' if i8['fp16_regions'] else ''}; "
-              f"{i8['int8_mac_share']:.1%} of MatMul/Conv MACs in INT8")
+    for precision, q in res.budgets.items():  # int8, fp8: the budgeted stage's outcome
+        print(f"\n{precision} budget {q['budget']}: {len(q['fp16_regions'])} region(s) kept in FP16"
+              f"{' (' + ', '.join(q['fp16_regions']) + ')' if q['fp16_regions'] else ''}; "
+              f"{q[f'{precision}_mac_share']:.1%} of MatMul/Conv MACs in {precision.upper()}")
     if res.overflow is not None:
         from twins_trt.export.overflow import format_overflow
 

@@ -206,10 +206,12 @@ def apply_scales(model: onnx.ModelProto, scales: dict[str, float]) -> int:
 
 
 def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
-            cache: dict | None, exclude: list[str] | None = None) -> tuple[onnx.ModelProto, dict, bool]:
+            cache: dict | None, exclude: list[str] | None = None,
+            precision: str = "int8") -> tuple[onnx.ModelProto, dict, bool]:
     """ModelOpt PTQ: per-channel weights, calibrated activations, fp16 elsewhere (TensorRT's best mix).
 
     `exclude`: node names ModelOpt leaves out of INT8 (they stay FP16); their scales are simply unused.
+    `precision`: ModelOpt's quantize_mode, "int8" or "fp8" (the same calibration, Q/DQ in FLOAT8E4M3FN).
     """
     from modelopt.onnx.quantization import quantize
 
@@ -217,12 +219,12 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
     try:
         with quiet():
             reader = _progress_reader(src, data, opts.progress)  # ModelOpt logs as the provider is built
-            quantize(str(src), quantize_mode="int8", calibration_data_reader=reader,
+            quantize(str(src), quantize_mode=precision, calibration_data_reader=reader,
                      calibration_method=opts.calib_method, calibration_eps=["cpu"], output_path=str(dst),
                      log_level="ERROR", opset=opts.opset, direct_io_types=opts.fp16_io,
                      nodes_to_exclude=exclude_patterns(exclude or []))
     except Exception as e:  # ModelOpt raises whatever its dependencies raise
-        raise ExportError(f"ModelOpt INT8 quantization failed on {src.name}: {one_line(e)}") from e
+        raise ExportError(f"ModelOpt {precision.upper()} quantization failed on {src.name}: {one_line(e)}") from e
     proto = onnx.load(str(dst))
     if cache:
         got = set(activation_scales(proto))
@@ -230,9 +232,9 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
             # one sample gave a different set of quantized activations: the cache does not describe this
             # graph, so calibrate for real rather than mix cached and one-sample scales
             log.info("calibration cache does not cover this graph's activations; recalibrating")
-            return to_int8(src, dst, opts, calib, None, exclude)
+            return to_int8(src, dst, opts, calib, None, exclude, precision)
         apply_scales(proto, {k: cache[k] for k in got})
-    set_metadata(proto, metadata_for(opts, "int8"))
+    set_metadata(proto, metadata_for(opts, precision))
     onnx.save(proto, str(dst))
     return proto, activation_scales(proto), bool(cache)
 

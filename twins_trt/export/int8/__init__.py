@@ -1,4 +1,6 @@
-"""INT8 under an accuracy budget: held-out figures, per-region sensitivity, the FP16 fallback search, the report.
+"""INT8 (and FP8) under an accuracy budget: held-out figures, per-region sensitivity, the FP16 fallback search, the
+report. One machinery for both quantized precisions, parametrised by `precision` ("int8" | "fp8",
+`twins_trt.qdq.FORMATS`); the export stage that drives it is `twins_trt.export.quantized`.
 
     budget   the budget (`cosine>=0.995`, `agreement>=0.99`), the held-out split and the figures it is judged on
     regions  the graph's MatMul/Conv/Gemm nodes grouped by Twins sub-layer, with their MACs
@@ -19,12 +21,12 @@ from twins_trt.export.int8.budget import (
     run_onnx,
     split_holdout,
 )
-from twins_trt.export.int8.regions import Region, classify, find_regions, int8_mac_share, node_macs
+from twins_trt.export.int8.regions import Region, classify, find_regions, mac_share, node_macs
 from twins_trt.export.int8.report import format_table, plot, write_report
 from twins_trt.export.int8.search import RegionScore, SearchResult, rank, search, sensitivity
-from twins_trt.qdq import int8_nodes, without_qdq
+from twins_trt.qdq import int8_nodes, quantized_nodes, without_qdq
 
 __all__ = ["DEFAULT_INT8_BUDGET", "Budget", "Figures", "HeldOut", "Region", "RegionScore", "SearchResult", "classify",
-           "figures", "find_regions", "format_table", "heldout_samples", "int8_mac_share", "int8_nodes", "node_macs",
-           "parse_budget", "plot", "rank", "run_onnx", "search", "sensitivity", "split_holdout", "without_qdq",
-           "write_report"]
+           "figures", "find_regions", "format_table", "heldout_samples", "int8_nodes", "mac_share", "node_macs",
+           "parse_budget", "plot", "quantized_nodes", "rank", "run_onnx", "search", "sensitivity", "split_holdout",
+           "without_qdq", "write_report"]

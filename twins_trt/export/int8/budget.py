@@ -1,8 +1,8 @@
-"""The INT8 accuracy budget and the held-out figures it is judged on.
+"""The accuracy budget of a quantized export (INT8 or FP8) and the held-out figures it is judged on.
 
 The budget (`cosine>=0.995`, `agreement>=0.99`) is judged against FP32 on images held out of the
 calibration set (and their mirrors), on ONNX Runtime CPU: `HeldOut` keeps the FP32 reference and
-scores any graph of the same I/O.
+scores any graph of the same I/O, at the optimisation level its precision's Q/DQ need (`twins_trt.qdq.FORMATS`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import onnx
 
 from twins_trt.errors import AccuracyBudgetError
 from twins_trt.metrics import agreement_rate, cosine_per_sample, cosine_spread, wilson
+from twins_trt.qdq import quant_format
 from twins_trt.runners.ort_runner import cpu_session, run_in_batches, session_infer
 
 DEFAULT_INT8_BUDGET = "cosine>=0.99"
@@ -35,15 +36,16 @@ class Budget:
         return METRICS[self.metric]
 
 
-def parse_budget(text: str) -> Budget:
-    """`cosine>=0.995` or `agreement>=0.99` (also `agreement>=99%`)."""
+def parse_budget(text: str, precision: str = "int8") -> Budget:
+    """`cosine>=0.995` or `agreement>=0.99` (also `agreement>=99%`); `precision` names it in the errors."""
+    label = quant_format(precision).label
     m = re.fullmatch(r"\s*(cosine|agreement)\s*>=\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text or "")
     if not m:
-        raise AccuracyBudgetError(f"INT8 budget {text!r} is not understood: write cosine>=0.995 or agreement>=0.99 "
+        raise AccuracyBudgetError(f"{label} budget {text!r} is not understood: write cosine>=0.995 or agreement>=0.99 "
                                   f"(top-1 agreement with FP32); the default is {DEFAULT_INT8_BUDGET}")
     bound = float(m.group(2)) / (100 if m.group(3) else 1)
     if not 0 < bound <= 1:
-        raise AccuracyBudgetError(f"INT8 budget {text!r}: the bound must lie in (0, 1] (or (0, 100]%)")
+        raise AccuracyBudgetError(f"{label} budget {text!r}: the bound must lie in (0, 1] (or (0, 100]%)")
     return Budget(m.group(1), bound)
 
 
@@ -132,21 +134,25 @@ def figures(ref: dict[str, np.ndarray] | list[dict[str, np.ndarray]],
 
 class HeldOut:
     """The held-out samples (one array per input size) with their FP32 reference outputs; scores any graph of
-    the same I/O on ORT CPU, pooling the samples of every size."""
+    the same I/O on ORT CPU, pooling the samples of every size. `precision` ("int8" | "fp8"): the quantized
+    graphs it scores, run at the ONNX Runtime optimisation level their Q/DQ need."""
 
-    def __init__(self, fp32: onnx.ModelProto, samples: np.ndarray | list[np.ndarray]):
+    def __init__(self, fp32: onnx.ModelProto, samples: np.ndarray | list[np.ndarray], precision: str = "int8"):
         self.groups = samples if isinstance(samples, list) else [samples]
+        self.precision = precision
+        self.optimization = quant_format(precision).ort_optimization
         self.reference = [run_onnx(fp32, g) for g in self.groups]
 
     def __len__(self) -> int:
         return sum(len(g) for g in self.groups)
 
     def score(self, model: onnx.ModelProto) -> Figures:
-        return figures(self.reference, [run_onnx(model, g) for g in self.groups])
+        return figures(self.reference, [run_onnx(model, g, self.optimization) for g in self.groups])
 
 
-def run_onnx(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
-    """All samples through `model` on ONNX Runtime CPU (float32 out), in the graph's static batch if it has one."""
-    infer, batch = session_infer(cpu_session(model))
+def run_onnx(model: onnx.ModelProto, x: np.ndarray, optimization: str = "all") -> dict[str, np.ndarray]:
+    """All samples through `model` on ONNX Runtime CPU (float32 out), in the graph's static batch if it has one;
+    `optimization` as `runners.ort_runner.cpu_session` takes it."""
+    infer, batch = session_infer(cpu_session(model, optimization=optimization))
     step = batch or len(x)
     return {n: np.asarray(v, np.float32) for n, v in run_in_batches(infer, x, step, step).items()}

@@ -1,7 +1,7 @@
-"""INT8 regions: the graph's MatMul/Conv/Gemm nodes (and the others ModelOpt quantizes) grouped by the Twins
+"""Quantization regions: the graph's MatMul/Conv/Gemm nodes (and the others ModelOpt quantizes) grouped by the Twins
 sub-layer they were traced in (e.g. `blocks.2.3 gsa.kv`), with their multiply-accumulates.
 
-A region is what the sensitivity analysis leaves out of INT8 and the FP16 fallback keeps in FP16.
+A region is what the sensitivity analysis leaves out of INT8 (or FP8) and the FP16 fallback keeps in FP16.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from twins_trt.qdq import COMPUTE_OPS, dq_fed_nodes, int8_nodes
+from twins_trt.qdq import COMPUTE_OPS, dq_fed_nodes, quantized_nodes
 from twins_trt.runners.ort_runner import cpu_session, session_infer
 
 
@@ -164,7 +164,8 @@ def find_regions(fp32: onnx.ModelProto, qdq: onnx.ModelProto | None = None, by: 
     return regions
 
 
-def int8_mac_share(model: onnx.ModelProto, macs: dict[str, int]) -> float:
-    """The share of `macs` (node_macs of the FP32 graph) that `model`'s INT8 nodes (`twins_trt.qdq`) compute."""
+def mac_share(model: onnx.ModelProto, macs: dict[str, int], precision: str = "int8") -> float:
+    """The share of `macs` (node_macs of the FP32 graph) that `model`'s quantized nodes of `precision` ("int8" |
+    "fp8", `twins_trt.qdq`) compute."""
     total = sum(macs.values())
-    return sum(macs.get(n, 0) for n in int8_nodes(model)) / total if total else 0.0
+    return sum(macs.get(n, 0) for n in quantized_nodes(model, precision)) / total if total else 0.0

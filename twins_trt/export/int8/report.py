@@ -1,4 +1,5 @@
-"""The INT8 sensitivity report: a table for the terminal, and a JSON and a bar plot beside the artifact."""
+"""The sensitivity report of a quantized export (INT8 or FP8, named by `label`): a table for the terminal, and a JSON
+and a bar plot beside the artifact."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from twins_trt.export.int8.budget import Budget, Figures
 from twins_trt.export.int8.search import RegionScore, rank
 
 
-def format_table(scores: list[RegionScore], all_int8: Figures, budget: Budget) -> str:
+def format_table(scores: list[RegionScore], all_int8: Figures, budget: Budget, label: str = "INT8") -> str:
     rows = [("region", "kind", "MACs", "cosine", "min cos", "top-1", "rank")]
-    rows.append(("(none: all INT8)", "", "", f"{all_int8.cosine:.5f}", f"{all_int8.cosine_min:.4f}",
+    rows.append((f"(none: all {label})", "", "", f"{all_int8.cosine:.5f}", f"{all_int8.cosine_min:.4f}",
                  "-" if all_int8.top1_agreement is None else f"{all_int8.top1_agreement:.1%}", ""))
     position = {s.region: i + 1 for i, s in enumerate(rank(scores, budget))}
     for s in scores:
@@ -16,13 +17,13 @@ def format_table(scores: list[RegionScore], all_int8: Figures, budget: Budget) -
         rows.append((s.region, s.kind, f"{s.mac_share:.1%}", f"{f.cosine:.5f}", f"{f.cosine_min:.4f}",
                      "-" if f.top1_agreement is None else f"{f.top1_agreement:.1%}", str(position[s.region])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    head = "figures with ONLY that region left out of INT8 (kept FP16), vs FP32, on held-out samples:"
+    head = f"figures with ONLY that region left out of {label} (kept FP16), vs FP32, on held-out samples:"
     return head + "\n" + "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
 def write_report(json_path, png_path, scores: list[RegionScore], all_int8: Figures, budget: Budget,
-                 extra: dict | None = None) -> None:
-    """The sensitivity JSON and bar plot, each written atomically."""
+                 extra: dict | None = None, label: str = "INT8") -> None:
+    """The sensitivity JSON and bar plot, each written atomically (`all_int8`: the all-`label` figures)."""
     from twins_trt import artifacts
 
     artifacts.write_json_atomic(json_path, {
@@ -32,10 +33,10 @@ def write_report(json_path, png_path, scores: list[RegionScore], all_int8: Figur
         "regions": [s.to_dict() for s in scores], **(extra or {}),
     })
     with artifacts.atomic_path(png_path) as tmp:
-        plot(scores, all_int8, budget, tmp)
+        plot(scores, all_int8, budget, tmp, label)
 
 
-def plot(scores: list[RegionScore], all_int8: Figures, budget: Budget, path) -> None:
+def plot(scores: list[RegionScore], all_int8: Figures, budget: Budget, path, label: str = "INT8") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,13 +48,13 @@ def plot(scores: list[RegionScore], all_int8: Figures, budget: Budget, path) -> 
     fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(scores) + 2), 4.5))
     colors = ["tab:red" if v >= budget.bound else "tab:blue" for v in vals]
     ax.bar(range(len(scores)), vals, color=colors)
-    ax.axhline(base, color="k", lw=1, ls="--", label=f"all INT8 ({base:.4f})")
+    ax.axhline(base, color="k", lw=1, ls="--", label=f"all {label} ({base:.4f})")
     ax.axhline(budget.bound, color="tab:green", lw=1, label=f"budget {budget}")
     lo = min(vals + [base, budget.bound])
     ax.set_ylim(lo - 0.1 * (1 - lo) - 1e-4, min(1.0, max(vals + [budget.bound]) + 0.1 * (1 - lo)) + 1e-4)
     ax.set_xticks(range(len(scores)), [s.region for s in scores], rotation=90, fontsize=6)
     ax.set_ylabel(("top-1 agreement" if use_agree else "cosine") + " vs FP32 (held out)")
-    ax.set_title("INT8 sensitivity: figure with only that region kept in FP16")
+    ax.set_title(f"{label} sensitivity: figure with only that region kept in FP16")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)

@@ -36,12 +36,14 @@ class RegionScore:
 
 def sensitivity(qdq: onnx.ModelProto, regions: dict[str, Region], heldout: HeldOut,
                 progress: bool = True) -> list[RegionScore]:
-    """Each region left out of INT8 alone (same scales elsewhere), scored on the held-out samples."""
+    """Each region left out of INT8 (or FP8: `heldout.precision`) alone (same scales elsewhere), scored on the
+    held-out samples."""
     from tqdm import tqdm
 
     total = sum(r.macs for r in regions.values()) or 1
     scores = []
-    for r in tqdm(list(regions.values()), desc="int8 sensitivity", unit="region", disable=not progress, leave=False):
+    for r in tqdm(list(regions.values()), desc=f"{heldout.precision} sensitivity", unit="region",
+                  disable=not progress, leave=False):
         scores.append(RegionScore(r.name, r.kind, len(r.nodes), r.macs / total,
                                   heldout.score(without_qdq(qdq, set(r.nodes)))))
     return scores
@@ -74,7 +76,8 @@ class SearchResult:
 
 def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, Region], heldout: HeldOut,
            budget: Budget, all_int8: Figures, progress: bool = True) -> SearchResult:
-    """Keep the k most sensitive regions in FP16 for the smallest k that meets the budget.
+    """Keep the k most sensitive regions in FP16 for the smallest k that meets the budget (`all_int8`: the figures
+    of the all-quantized graph, INT8 or FP8).
 
     Greedy in sensitivity order; k is found by doubling (1, 2, 4, ...) then bisecting, so the search
     costs about 2*log2(regions) evaluations rather than one per region. Without the budget met even
