@@ -103,6 +103,7 @@ def svt_s_64(tmp_path_factory):
                                         int8_budget="cosine>=0.01"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_real_svt_s_artifacts_pass_and_say_so_in_report_and_manifest(svt_s_64, precision):
     rep = svt_s_64.reports[precision]
