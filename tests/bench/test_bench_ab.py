@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -53,6 +54,74 @@ def test_more_rounds_narrow_the_interval():
 def test_median_interval_order_statistics(n, k):
     values = [float(i) for i in range(1, n + 1)]
     assert ab_stats.median_interval(values) == (values[k - 1], values[n - k])
+
+
+# ---------------------------------------------------------------------------------------------- process pairs
+# Two processes of identical code differ by a fixed few percent for their whole life (memory layout,
+# allocation order, warm caches). Synthetic rounds with such per-process offsets: the process pair, not
+# the round, must be the unit the interval is over.
+
+
+def _aa_offsets_one_pair():
+    """9 rounds on ONE process pair whose new process happens to run 7% slower: identical code."""
+    return [0.93, 0.925, 0.935, 0.93, 0.928, 0.932, 0.931, 0.929, 0.93]
+
+
+def test_rounds_of_one_process_pair_claim_a_difference_that_is_the_process_offset():
+    ratios = _aa_offsets_one_pair()
+    per_round = ab_stats.decide(ratios, 0.10)  # each round taken as independent: what the gate did before
+    assert per_round.high < 1.0 and per_round.change == "slower"  # "95% sure" identical code is 7% slower
+    one_pair = ab_stats.decide(ratios, 0.10, pairs=[0] * len(ratios))
+    assert one_pair.pairs == 1 and one_pair.low < 1.0 < one_pair.high  # one pair cannot bound its own offset
+    assert one_pair.status == "inconclusive" and one_pair.change == "none"
+
+
+def _simulate(rng, shift: float, n_pairs: int, rounds_per_pair: int, one_pair: bool, sd_process=0.03, sd_round=0.01):
+    """Per-round ratios of a run: every process has its own log-speed offset; returns (ratios, pair index per round)."""
+    ratios, pairs = [], []
+    for p in range(n_pairs):
+        if p == 0 or not one_pair:
+            new_off, base_off = rng.normal(0, sd_process, 2)
+        for _ in range(rounds_per_pair):
+            noise = rng.normal(0, sd_round)
+            ratios.append(float(np.exp(shift + new_off - base_off + noise)))
+            pairs.append(0 if one_pair else p)
+    return ratios, pairs
+
+
+def test_the_interval_over_process_pairs_covers_identical_code_and_per_round_does_not():
+    rng = np.random.default_rng(0)
+    runs = 300
+    covered_pairs = covered_rounds = 0
+    for _ in range(runs):
+        ratios, pairs = _simulate(rng, 0.0, n_pairs=8, rounds_per_pair=1, one_pair=False)
+        covered_pairs += ab_stats.decide(ratios, 0.10, pairs).change == "none"
+        ratios, _ = _simulate(rng, 0.0, n_pairs=8, rounds_per_pair=1, one_pair=True)  # one pair, 8 rounds
+        covered_rounds += ab_stats.decide(ratios, 0.10).change == "none"
+    assert covered_pairs / runs >= 0.95  # the order-statistic interval of 8 values promises 99.2%
+    assert covered_rounds / runs < 0.5  # the process offset, read as a difference, most of the time
+
+
+def test_a_9_percent_slowdown_is_still_flagged_over_process_pairs():
+    rng = np.random.default_rng(1)
+    runs, slower, regression, passed = 300, 0, 0, 0
+    for _ in range(runs):
+        ratios, pairs = _simulate(rng, float(np.log(1 / 1.09)), n_pairs=10, rounds_per_pair=2, one_pair=False)
+        v = ab_stats.decide(ratios, 0.05, pairs)
+        assert v.pairs == 10 and v.rounds == 20
+        slower += v.change == "slower"
+        regression += v.status == "regression"
+        passed += v.status == "pass"
+    # always seen as slower, never passed against a 5% allowance; a *demonstrated* excess over 5% needs the
+    # interval wholly below 0.95, which 10 pairs with 3% process offsets give in about a third of the runs
+    assert slower / runs >= 0.95 and passed == 0 and regression > 0
+
+
+def test_pair_values_take_the_median_of_each_pairs_rounds():
+    assert ab_stats.pair_values([0.9, 1.1, 1.0, 2.0, 2.2, 2.1], [0, 0, 0, 1, 1, 1]) == [1.0, 2.1]
+    assert ab_stats.pair_values([0.9, 1.1]) == [0.9, 1.1]  # no pairs given: each round its own pair
+    with pytest.raises(ValueError, match="one process-pair index per round"):
+        ab_stats.pair_values([1.0, 1.0], [0])
 
 
 def test_decide_refuses_nonsense():
@@ -194,6 +263,7 @@ def test_both_sides_run_their_own_checkout(tmp_path):
     assert doc["sides"] == {"new": str(root / "twins_trt"), "base": str(base_src.resolve() / "twins_trt")}
     (cell,) = doc["cells"]
     assert cell["key"] == "svt_s/torch/b1" and len(cell["base_p50_ms"]) == len(cell["new_p50_ms"]) == 2
+    assert cell["pairs"] == [0, 1] and cell["verdict"]["pairs"] == 2  # both sides restarted for round 2
     assert cell["verdict"]["status"] in ("pass", "regression", "inconclusive") and cell["verdict"]["rounds"] == 2
     assert doc["status"] == ab.overall_status(doc) and doc["graphs"] == {}  # torch only: nothing exported
     logs = {side: (tmp_path / "scratch" / side / "worker.log").read_text() for side in ("new", "base")}

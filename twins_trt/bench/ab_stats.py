@@ -1,8 +1,18 @@
 """The A/B gate's decision for one cell: per-round speed ratios (new / base) -> pass, regression or inconclusive.
 
-Per round the ratio base p50 / new p50 is taken; over rounds, its median and a distribution-free 95%
-interval of that median (order statistics), so a round that a busy neighbour disturbed moves the
-interval's edge, not the verdict. Pure functions: no timing, no processes.
+Each side runs in its own process, and two processes of *identical* code differ by a few percent that
+stays fixed for the process's life (memory layout, allocation order, which one warmed the caches):
+measured on one process pair, every round carries the same offset, and an interval over rounds claims
+with confidence that the code is slower than itself. So the unit of replication is the process pair,
+not the round: the run restarts both sides every `restart_every` rounds, each pair contributes one
+value (the median of its rounds' ratios), and the interval is taken over those values. Then the
+process-to-process offset is part of the spread the interval covers, and a real slowdown, which is in
+every pair, still moves all of them.
+
+Over pairs: the median and a distribution-free 95% interval of that median (order statistics), so a
+pair that a busy neighbour disturbed moves the interval's edge, not the verdict. One pair alone says
+nothing about the process offset: its interval is unbounded (inconclusive). Pure functions: no
+timing, no processes.
 """
 
 from __future__ import annotations
@@ -15,11 +25,13 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class CellVerdict:
     status: str  # pass | regression | inconclusive
-    ratio: float  # median over rounds of new img/s / base img/s
+    ratio: float  # median over process pairs of new img/s / base img/s
     low: float  # distribution-free 95% interval of that median
     high: float
     rounds: int
     spread: tuple[float, float]  # min and max of the per-round ratios
+    pairs: int = 0  # process pairs (the units the interval is over); 0 in documents written before pairs
+    change: str = "none"  # slower | faster | none: which side of 1.0 the whole interval lies
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,15 +54,31 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
     return xs[k - 1], xs[n - k]
 
 
-def decide(ratios: list[float], max_regression: float) -> CellVerdict:
-    """pass / regression / inconclusive from per-round speed ratios (new / base); pure.
+def pair_values(ratios: list[float], pairs: list[int] | None = None) -> list[float]:
+    """One value per process pair: the median of that pair's rounds (each round its own pair when `pairs` is None)."""
+    if pairs is None:
+        return list(ratios)
+    if len(pairs) != len(ratios):
+        raise ValueError(f"one process-pair index per round: {len(ratios)} ratios, {len(pairs)} pair indices")
+    by_pair: dict[int, list[float]] = {}
+    for p, r in zip(pairs, ratios):
+        by_pair.setdefault(p, []).append(r)
+    return [statistics.median(rs) for rs in by_pair.values()]
 
-    pass: the whole 95% interval of the median ratio is at or above 1 - max_regression; regression: the
-    whole interval is below it; inconclusive: the interval straddles it (more rounds narrow it).
+
+def decide(ratios: list[float], max_regression: float, pairs: list[int] | None = None) -> CellVerdict:
+    """pass / regression / inconclusive from per-round speed ratios (new / base) and each round's process pair; pure.
+
+    pass: the whole 95% interval (over process pairs) of the median ratio is at or above 1 - max_regression;
+    regression: the whole interval is below it; inconclusive: the interval straddles it (more pairs narrow it).
+    `change` says whether the interval lies wholly below 1 (slower) or above it (faster), bound or not.
     """
     if not ratios or any(not math.isfinite(r) or r <= 0 for r in ratios):
         raise ValueError(f"speed ratios must be positive numbers, got {ratios}")
+    units = pair_values(ratios, pairs)
     bound = 1.0 - max_regression
-    low, high = median_interval(ratios) if len(ratios) >= 2 else (0.0, math.inf)
+    low, high = median_interval(units) if len(units) >= 2 else (0.0, math.inf)
     status = "pass" if low >= bound else "regression" if high < bound else "inconclusive"
-    return CellVerdict(status, statistics.median(ratios), low, high, len(ratios), (min(ratios), max(ratios)))
+    change = "slower" if high < 1.0 else "faster" if low > 1.0 else "none"
+    return CellVerdict(status, statistics.median(units), low, high, len(ratios), (min(ratios), max(ratios)),
+                       len(units), change)
