@@ -18,7 +18,7 @@ QDQ_TYPES = {"int8": (TensorProto.INT8, np.int8), "fp8": (TensorProto.FLOAT8E4M3
 
 
 def attention(heads=2, s_q=49, s_kv=49, head_dim=32, dtype=TensorProto.FLOAT, qdq: str | None = None,
-              skip_qdq: tuple[str, ...] = (), scale_on="q", rank=4) -> onnx.ModelProto:
+              skip_qdq: tuple[str, ...] = (), scale_on="q", rank=4, window_mask=False) -> onnx.ModelProto:
     """q, k, v inputs -> [scale] -> MatMul(q, k^T) -> [scale] -> Softmax -> MatMul(p, v) -> Transpose -> out,
     with Q/DQ pairs of `qdq` type at the five places of the INT8 rule (minus `skip_qdq`)."""
     lead = [1, heads] if rank == 4 else [heads]
@@ -46,6 +46,15 @@ def attention(heads=2, s_q=49, s_kv=49, head_dim=32, dtype=TensorProto.FLOAT, qd
     if scale_on == "scores":
         nodes.append(helper.make_node("Mul", ["scores", "scale"], ["scores_scaled"], name="scale_scores"))
         scores = "scores_scaled"
+    if window_mask:  # mmseg's padded LSA: scores viewed per window, a -1000 mask added (mask first), viewed back
+        inits += [numpy_helper.from_array(np.array([1, 1, heads, s_q, s_kv], np.int64), "win_shape"),
+                  numpy_helper.from_array(np.array([1, heads, s_q, s_kv], np.int64), "flat_shape"),
+                  numpy_helper.from_array(np.zeros((1, 1, 1, s_q, s_kv), np.float32), "mask_src")]
+        nodes += [helper.make_node("Reshape", [scores, "win_shape"], ["scores_win"], name="view_windows"),
+                  helper.make_node("Identity", ["mask_src"], ["mask"], name="mask"),
+                  helper.make_node("Add", ["mask", "scores_win"], ["scores_masked"], name="add_mask"),
+                  helper.make_node("Reshape", ["scores_masked", "flat_shape"], ["scores_flat"], name="view_back")]
+        scores = "scores_flat"
     nodes.append(helper.make_node("Softmax", [scores], ["probs"], name="softmax", axis=-1))
     p, v = pair("softmax_out", "probs"), pair("v", "v")
     nodes.append(helper.make_node("MatMul", [p, v], ["ctx"], name="bmm2"))
@@ -93,6 +102,14 @@ def test_layout_and_scale_placement_fail_every_precision():
     rep = report_attention(attention(rank=3, dtype=TensorProto.FLOAT16))
     assert rep.failures == [["rank-3 layout, not [B, heads, S, head_dim]"]]
     assert report_attention(attention(scale_on="none", dtype=TensorProto.FLOAT16)).fusable == 1  # no scale: nothing misplaced
+
+
+def test_a_mask_added_per_window_is_still_a_chain_and_named():
+    model = attention(dtype=TensorProto.FLOAT, window_mask=True)
+    assert len(find_chains(model)) == count_attention_chains(model.graph) == 1
+    rep = report_attention(model, "fp16")
+    assert rep.failures == [["scores reshaped between the first MatMul and the Softmax (mask added in another layout, "
+                             "not on [B, heads, S_q, S_kv])"]]
 
 
 def test_fp32_is_reported_as_not_a_fused_type():

@@ -33,7 +33,7 @@ RULES_SOURCE = ("TensorRT docs 10.16, 'Fused Attention' (docs.nvidia.com/deeplea
                 "(graph_utils.find_nodes_from_mha_to_exclude: INT8 S_kv<=512, FP8 head dim in (8, 256])")
 INT8_HEAD_DIMS = (16, 32, 64)
 INT8_MAX_SEQ = 512
-SCORE_OPS = ("Mul", "Div", "Add", "Sub", "Cast")  # between the first MatMul and the Softmax (scale, mask)
+SCORE_OPS = ("Mul", "Div", "Add", "Sub", "Cast", "Reshape", "Where")  # first MatMul -> Softmax: scale, mask
 PROB_OPS = ("Cast", "QuantizeLinear", "DequantizeLinear")  # between the Softmax and the second MatMul
 SHAPE_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast")
 OPERAND_OPS = (*SHAPE_OPS, "Mul", "Div", "QuantizeLinear", "DequantizeLinear")
@@ -56,6 +56,7 @@ class Chain:
     k_shape: tuple  # as the first MatMul takes it (transposed: [..., head_dim, S_kv])
     v_shape: tuple
     scale: str  # "q", "k", "scores" (after the first MatMul) or "none"
+    scores_reshaped: bool = False  # a Reshape between the first MatMul and the Softmax (a mask added per window)
     qdq: dict = field(default_factory=dict)  # bmm1_q, bmm1_k, softmax_out, v, bmm2_out -> quantized type or ""
 
     @property
@@ -83,6 +84,9 @@ def failed_conditions(chain: Chain, precision: str) -> list[str]:
         out.append(f"rank-{max(ranks)} layout, not [B, heads, S, head_dim]")
     if chain.scale == "scores":
         out.append("scale on the first MatMul's output, not on Q")
+    if chain.scores_reshaped:
+        out.append("scores reshaped between the first MatMul and the Softmax (mask added in another layout, "
+                   "not on [B, heads, S_q, S_kv])")
     h, sq, skv = chain.head_dim, chain.s_q, chain.s_kv
     known = isinstance(h, int) and h > 0
     if precision == "fp32":
@@ -245,6 +249,26 @@ def _source_split(g: _G, tensor: str) -> str | None:
     return None
 
 
+def _scores_path(g: _G, tensor: str, hops: int) -> list[onnx.NodeProto] | None:
+    """The nodes from a Softmax's input back to its first MatMul (that MatMul last), through SCORE_OPS on either
+    operand of a binary op (the scores may be either side of a mask Add); None when no MatMul is reached."""
+    node = g.prod.get(tensor)
+    if node is None or hops < 0:
+        return None
+    if node.op_type == "MatMul":
+        return [node]
+    if node.op_type not in SCORE_OPS:
+        return None
+    data = node.input[1:3] if node.op_type == "Where" else node.input[:2] if node.op_type in ("Add", "Sub", "Mul", "Div") \
+        else node.input[:1]
+    for i in data:
+        if i and i not in g.consts:
+            rest = _scores_path(g, i, hops - 1)
+            if rest is not None:
+                return [node, *rest]
+    return None
+
+
 def find_chains(model: onnx.ModelProto, infer: bool = True) -> list[Chain]:
     """Every Softmax fed by a MatMul (through scale/mask/cast ops) and feeding a MatMul's first input."""
     g = _G(with_types(model) if infer else model)
@@ -252,8 +276,8 @@ def find_chains(model: onnx.ModelProto, infer: bool = True) -> list[Chain]:
     for sm in model.graph.node:
         if sm.op_type != "Softmax":
             continue
-        back = g.back(sm.input[0], SCORE_OPS)
-        bmm1 = back[-1] if back and back[-1].op_type == "MatMul" else None
+        back = _scores_path(g, sm.input[0], MAX_HOPS)
+        bmm1 = back[-1] if back else None
         fwd, t = None, sm.output[0]
         for _ in range(MAX_HOPS):
             nxt = g.cons.get(t, [])
@@ -281,12 +305,12 @@ def find_chains(model: onnx.ModelProto, infer: bool = True) -> list[Chain]:
         q_src, k_src = _source_split(g, bmm1.input[0]), _source_split(g, bmm1.input[1])
         kind = "lsa" if q_src is not None and q_src == k_src else "gsa"
         raw.append((bmm1, sm, fwd, dtype, g.shape(bmm1.input[0]), g.shape(bmm1.input[1]), g.shape(fwd.input[1]),
-                    scale, qdq, kind))
+                    scale, qdq, kind, any(n.op_type == "Reshape" for n in back)))
     widths = sorted({_width(r[4]) for r in raw if _width(r[4])})
     return [Chain(index=i + 1, kind=kind, stage=widths.index(_width(q)) + 1 if _width(q) in widths else 0,
                   bmm1=b1.name, softmax=sm.name, bmm2=b2.name, dtype=dt, q_shape=q, k_shape=k, v_shape=v,
-                  scale=sc, qdq=qd)
-            for i, (b1, sm, b2, dt, q, k, v, sc, qd, kind) in enumerate(raw)]
+                  scale=sc, qdq=qd, scores_reshaped=rs)
+            for i, (b1, sm, b2, dt, q, k, v, sc, qd, kind, rs) in enumerate(raw)]
 
 
 def _width(shape: tuple) -> int | None:
