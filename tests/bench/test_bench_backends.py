@@ -35,9 +35,9 @@ def test_parse_backends_names_groups_aliases():
 
 def test_parse_backends_unknown_names_every_bad_one():
     with pytest.raises(ValueError) as e:
-        parse_backends("torch,onnx,trt-fp8")
+        parse_backends("torch,onnx,trt-int4")
     msg = str(e.value)
-    assert "'onnx'" in msg and "'trt-fp8'" in msg and "ort-cpu-fp16" in msg
+    assert "'onnx'" in msg and "'trt-int4'" in msg and "ort-cpu-fp16" in msg
     with pytest.raises(ValueError, match="no backend"):
         parse_backends(" , ")
 

@@ -106,3 +106,52 @@ def test_an_engine_is_reused_only_while_it_is_current(emu, tiny, tmp_path, monke
     ensure_engine(tiny, [1, 4], engines, say=said.append, trt=emu)  # other batches: not tuned for them
     assert said[-1].startswith("rebuilding") and "not tuned for batches [1, 4]" in said[-1]
     assert ensure_engine(tiny, [1, 4], engines, say=said.append, trt=emu) == plan and said[-1].startswith("reusing")
+
+
+# ---------------------------------------------------------------------------------------------- the README's main job
+
+
+def _readme_main_job() -> tuple[list[str], list[str]]:
+    """(twins-export arguments, twins-bench arguments) of the README's first command, as a new user runs them."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if "bin/twins-export" in ln and "bin/twins-bench" in ln)
+    steps = [shlex.split(step) for step in line.split("&&")]
+    export = next(s for s in steps if s[0].endswith("/twins-export"))
+    bench = next(s for s in steps if s[0].endswith("/twins-bench"))
+    return export[1:], bench[1:]
+
+
+def test_the_readme_bench_reuses_what_the_readme_export_wrote(tmp_path, monkeypatch):
+    """Each piece of work once (issue 22, part 6): the bench step finds every artifact the export step wrote and
+    exports nothing (at 64 px; the size changes neither command's reasoning)."""
+    import twins_trt.artifacts.resolve as resolve
+    from twins_trt.backends import plan_run
+    from twins_trt.bench.run import BenchOptions
+    from twins_trt.cli.bench import bench_settings, build_parser
+    from twins_trt.cli.export import main as export_main
+
+    export_args, bench_args = _readme_main_job()
+    small = ["--img-size", "64", "--export-dir", str(tmp_path / "export")]
+    assert export_main([*export_args, *small[:2], "--out-dir", small[3], "--calib-size", "8", "--quiet"]) == 0
+    written = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "export").glob("*.onnx")}
+    assert {n.split(".")[1] for n in written} == {"fp32", "fp16", "int8"}
+
+    def export_again(*args, **kwargs):
+        raise AssertionError(f"the bench exported again: {args}")
+
+    monkeypatch.setattr(resolve, "export_variant", export_again)
+    kwargs, caps = bench_settings(build_parser().parse_args([*bench_args, *small]))
+    cfg = BenchOptions(**kwargs)
+    said: list[str] = []
+    resolver = cfg.resolver("svt_s", said.append)
+    plan = plan_run(cfg.backends, caps, cfg.device, can_calibrate=resolver.calibration.possible,
+                    int8_available=resolver.find("int8") is not None)
+    assert plan.onnx_precisions == ["fp32", "fp16", "int8"]
+    arts, failed = resolver.artifacts(plan.onnx_precisions)
+    assert not failed and {p: a.path.name for p, a in arts.items()} == {
+        p: f"svt_s_64x64_bdyn.{p}.onnx" for p in ("fp32", "fp16", "int8")}
+    assert all(a.below_bound is None for a in arts.values())
+    assert [m.split()[0] for m in said] == ["reusing"] * 3, said
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "export").glob("*.onnx")} == written

@@ -12,8 +12,15 @@ An existing artifact is reused when its `Manifest` says it is what the request n
 - segmentor: variant, precision, head, output mode, class count (when given), an H/W profile
   covering the size (a dynamic-H/W export first) or that static size, batch 1.
 
-What is missing is exported in one go (a segmentor's INT8 is reused only: calibrating one is
-twins-export's job). An engine is reused only while it is current (see `engine_reuse_problem`).
+What is missing is exported in one go (a segmentor's INT8 only when the run names calibration images).
+An engine is reused only while it is current (see `engine_reuse_problem`).
+
+Each precision stands on its own (`Resolver.artifacts`): when the export fails, what it finished is
+used, each precision still missing gets its own reason, and a quantized export (INT8, FP8) that
+misses its accuracy bound is *kept* for this run only, in the resolver's temporary `scratch` folder
+(never under the export folder, so it is never mistaken for a verified artifact), flagged
+`below_bound` with its figures and the twins-export command that makes one within the budget:
+speed does not depend on accuracy, and twins-eval exists to measure exactly that loss.
 This module sits above export/ and trt/ (it calls both); nothing below it imports it.
 """
 
@@ -27,7 +34,9 @@ from pathlib import Path
 
 from twins_trt.artifacts.manifest import Manifest
 from twins_trt.data import Calibration
+from twins_trt.errors import one_line
 from twins_trt.export import ExportOptions, artifact_stem, export_variant
+from twins_trt.export.options import QUANTIZED
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +92,7 @@ class Request:
         if not manifest.takes(self.batches):
             have = f"{manifest.batch.min}..{manifest.batch.max}" if manifest.batch else "(none recorded)"
             return f"batch range {have} does not cover {list(self.batches)}"
-        if precision == "int8" and calibration is not None:
+        if precision in QUANTIZED and calibration is not None:  # INT8, FP8: calibrated on the run's images
             return calibration.mismatch(manifest.calibration_source)
         return None
 
@@ -91,11 +100,46 @@ class Request:
         """What twins-export is asked to make for the precisions this request misses."""
         common = dict(variant=self.variant, out_dir=self.export_dir, weights=self.weights,
                       precisions=tuple(precisions), img_size=self.img_size, progress=progress)
+        # no FP16-fallback search: a run measures the all-quantized graph (kept even below its bound, see artifacts)
+        calib = dict(calib_dir=calibration.dir, calib_synthetic=calibration.synthetic, calib_size=calibration.size,
+                     int8_fallback=False)
         if self.task == "seg":
-            return ExportOptions(**common, task="seg", seg_head=self.seg_head, num_classes=self.num_classes,
+            return ExportOptions(**common, **calib, task="seg", seg_head=self.seg_head, num_classes=self.num_classes,
                                  seg_output=self.seg_output, verify_samples=1)
-        return ExportOptions(**common, calib_dir=calibration.dir, calib_synthetic=calibration.synthetic,
-                             calib_size=calibration.size, int8_fallback=False, **wanted_shape(list(self.batches)))
+        return ExportOptions(**common, **calib, **wanted_shape(list(self.batches)))
+
+    def export_command(self, precision: str, calibration: Calibration, budget: str) -> str:
+        """The twins-export command that writes a `precision` artifact this request reuses, held to `budget`
+        (with its FP16 fallback: the regions that lose accuracy stay FP16)."""
+        parts = ["twins-export", "--variant", self.variant]
+        if self.task == "seg":
+            parts += ["--task", "seg", "--seg-head", self.seg_head]
+            parts += ["--num-classes", str(self.num_classes)] if self.num_classes is not None else []
+            parts += ["--seg-output", self.seg_output] if self.seg_output != "input" else []
+        parts += ["--weights", self.weights] if self.weights else []
+        parts += ["--img-size", f"{self.img_size[0]}x{self.img_size[1]}"] if self.img_size != (224, 224) else []
+        shape = wanted_shape(list(self.batches)) if self.task == "cls" else {"batch": 1}
+        if "dynamic_batch" in shape:
+            parts += ["--dynamic-batch", ":".join(map(str, shape["dynamic_batch"]))]
+        elif shape["batch"] != 1:
+            parts += ["--batch", str(shape["batch"])]
+        parts += [f"--{precision}", *(["--calib-data", str(calibration.dir)] if calibration.dir else
+                                      ["--calib-synthetic"]), f"--{precision}-budget", f'"{budget}"']
+        return " ".join(parts)
+
+
+@dataclass
+class Artifact:
+    """An ONNX a run uses. `below_bound`: a quantized export that missed its accuracy bound, kept for this run only
+    in a temporary folder: {precision, metric, value, bound, budget, samples, inputs, artifact, hint}."""
+
+    path: Path
+    manifest: Manifest | None
+    below_bound: dict | None = None
+
+    @classmethod
+    def at(cls, path: str | os.PathLike) -> Artifact:
+        return cls(Path(path), Manifest.read(path))
 
 
 @dataclass
@@ -106,8 +150,10 @@ class Resolver:
     calibration: Calibration = field(default_factory=Calibration)
     say: Callable[[str], None] = print
     progress: bool = True
-    exportable: tuple[str, ...] = ("fp32", "fp16", "int8")
+    exportable: tuple[str, ...] = ("fp32", "fp16", "int8", "fp8")
+    scratch: str | os.PathLike | None = None  # where a quantized export below its bound is kept (None: refused)
     _found: dict[str, Path | None] = field(default_factory=dict, repr=False)
+    _why_not: dict[str, str] = field(default_factory=dict, repr=False)
     _engines: dict[tuple[str, tuple[int, ...]], Path] = field(default_factory=dict, repr=False)
 
     def find(self, precision: str) -> Path | None:
@@ -117,13 +163,17 @@ class Resolver:
         return self._found[precision]
 
     def _look(self, precision: str) -> Path | None:
-        for stem in self.request.stems():
+        stems = self.request.stems()
+        if self.request.task == "cls":  # twins-export's default (static batch 1): said why not, when it is there
+            stems.append(artifact_stem(self.request.variant, self.request.img_size))
+        for stem in dict.fromkeys(stems):
             path = Path(self.request.export_dir) / f"{stem}.{precision}.onnx"
             if not path.is_file():
                 continue
             why = self.request.mismatch(Manifest.read(path), precision, self.calibration)
             if why is None:
                 return path
+            self._why_not.setdefault(precision, f"{path}: {why}")
             log.info("not reusing %s: %s", path, why)
         return None
 
@@ -144,12 +194,65 @@ class Resolver:
             opts = self.request.export_options(missing, self.calibration, self.progress)
             what = (f"{self.request.seg_head} segmentor at {self.request.img_size[0]}x{self.request.img_size[1]} "
                     if self.request.task == "seg" else "")
+            why = next((self._why_not[p] for p in missing if p in self._why_not), None)
             self.say(f"exporting {self.request.variant} {what}{', '.join(opts.precisions)} to "
-                     f"{self.request.export_dir}/{opts.stem}.*.onnx (no matching artifact to reuse)")
-            res = export_variant(opts)
+                     f"{self.request.export_dir}/{opts.stem}.*.onnx (no matching artifact to reuse"
+                     f"{'; not ' + why if why else ''})")
+            res = export_variant(opts, below_bound_dir=self.scratch)
             for p in missing:
                 self._found[p] = found[p] = res.artifacts[p]
         return {p: found[p] for p in precisions if p in found}
+
+    def artifacts(self, precisions: Sequence[str]) -> tuple[dict[str, Artifact], dict[str, str]]:
+        """(precision -> artifact, precision -> why there is none), each precision on its own (module docstring).
+
+        One export call makes every missing precision; when it fails, whatever it finished is reused, a quantized
+        precision that missed its bound is taken from `scratch` (flagged), one the export never reached is tried
+        alone, and the rest carry the export's error. A precision neither found nor exportable is in neither.
+        """
+        try:
+            return {p: Artifact.at(path) for p, path in self.onnx(precisions).items()}, {}
+        except Exception as e:
+            first = e
+            self.say(f"export failed: {one_line(e)}; going on with what it finished")
+        self.forget(precisions)  # the export may have written some before it failed
+        out: dict[str, Artifact] = {}
+        failed: dict[str, str] = {}
+        for p in precisions:
+            if (path := self.find(p)) is not None:
+                out[p] = Artifact.at(path)
+            elif (kept := self._below_bound(p)) is not None:
+                out[p] = kept
+            elif p not in self.exportable:
+                continue
+            elif f".{p}." in str(first) or p == "fp32":
+                failed[p] = f"ONNX export failed: {one_line(first)}"
+            else:  # the export stopped before this precision: try it on its own
+                alone, why = self.artifacts([p])
+                out.update(alone)
+                failed.update(why)
+        return out, failed
+
+    def _below_bound(self, precision: str) -> Artifact | None:
+        """The quantized export of `precision` the export kept in `scratch` after it missed its bound, flagged."""
+        if self.scratch is None or precision not in self.exportable:
+            return None
+        stem = self.request.export_options(("fp32",), self.calibration, False).stem  # the stem of every precision
+        path = Path(self.scratch) / f"{stem}.{precision}.BELOW-BOUND.onnx"
+        manifest = Manifest.read(path) if path.is_file() else None
+        ver = (manifest.verification or {}) if manifest else {}
+        if not ver or ver.get("passed", True):
+            return None
+        metric = "agreement" if ver["metric"] == "top1_agreement" else ver["metric"]
+        budget = f"{metric}>={ver['bound']:g}"
+        flag = {"precision": precision, "metric": ver["metric"], "value": ver["worst"], "bound": ver["bound"],
+                "budget": budget, "samples": ver.get("samples"), "inputs": ver.get("inputs"),
+                "artifact": "temporary file (deleted after this run; nothing written to the export folder)",
+                "hint": self.request.export_command(precision, self.calibration, budget)}
+        self.say(f"{precision}: below its bound ({ver['metric']} {ver['worst']:.4f} < {ver['bound']:g}); used anyway, "
+                 f"for this run only, from a temporary file ({path}); within the budget: {flag['hint']}")
+        self._found[precision] = None  # never reused as a verified artifact
+        return Artifact(path, manifest, flag)
 
     def engine(self, onnx_path: str | os.PathLike, engines_dir: str | os.PathLike = "engines", trt=None,
                batches: Sequence[int] | None = None) -> Path:
@@ -258,5 +361,5 @@ def ensure_engine(onnx_path: str | os.PathLike, batches: list[int], engines_dir:
     return build_engine(onnx_path, engines_dir, profile=profile, opt_batches=opt, trt=trt).plan_path
 
 
-__all__ = ["Calibration", "Request", "Resolver", "candidate_stems", "engine_covers", "engine_reuse_problem",
+__all__ = ["Artifact", "Calibration", "Request", "Resolver", "candidate_stems", "engine_covers", "engine_reuse_problem",
            "ensure_engine", "ensure_onnx", "manifest_mismatch", "wanted_shape"]

@@ -24,6 +24,9 @@ def table_rows(doc: dict, wide: bool = False) -> list[list[str]]:
     head = ["variant", "backend", "batch", "img/s", "p50 ms", "p99 ms", "x torch", "x best torch"]
     if wide:
         head = head[:5] + ["p90 ms", "p99 ms", "stdev ms", "x torch", "x best torch", "iters", "peak MiB"]
+    flagged = any(r.get("below_bound") for r in doc["results"])
+    if flagged:
+        head = head + ["note"]
     rows = [head]
     for r in doc["results"]:
         lat = r["latency_ms"]
@@ -36,6 +39,8 @@ def table_rows(doc: dict, wide: bool = False) -> list[list[str]]:
                     "-" if mem is None else f"{mem / 2**20:.0f}{kind}"]
         else:
             row += [f"{lat['p99']:.2f}", _x(r.get("speedup_vs_torch")), _best(r)]
+        if flagged:
+            row.append("BELOW BOUND" if r.get("below_bound") else "")
         rows.append(row)
     return rows
 
@@ -47,11 +52,31 @@ def format_table(doc: dict) -> str:
     lines = ["  ".join(c.rjust(w) if i in num else c.ljust(w)
                        for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += below_bound_lines(doc)
     lines += precision_lines(doc)
     lines += skipped_lines(doc)
     if doc.get("paper"):
         lines += [""] + paper_lines(doc)
     return "\n".join(lines)
+
+
+def below_bound_lines(doc: dict) -> list[str]:
+    """Each artifact timed although it missed its accuracy bound: its figures, who ran it, and the fix."""
+    seen: dict[tuple[str, str], tuple[dict, list[str]]] = {}
+    for r in doc["results"]:
+        if b := r.get("below_bound"):
+            _, names = seen.setdefault((r["variant"], b["precision"]), (b, []))
+            if r["backend"] not in names:
+                names.append(r["backend"])
+    if not seen:
+        return []
+    out = ["", "BELOW BOUND: timed anyway (speed does not depend on accuracy), from a temporary file; nothing was "
+               "written to the export folder:"]
+    for (variant, precision), (b, names) in seen.items():
+        out.append(f"  {variant} {precision} ({', '.join(names)}): {b['metric']} {b['value']:.4f} < bound "
+                   f"{b['bound']:g} on {b.get('samples')} {b.get('inputs') or 'images'}")
+        out.append(f"    an artifact within the budget: {b['hint']}")
+    return out
 
 
 def precision_lines(doc: dict) -> list[str]:
@@ -105,6 +130,9 @@ def format_markdown(doc: dict) -> str:
           "| " + " | ".join(rows[0]) + " |",
           "|" + "|".join("---" if i < 2 else "---:" for i in range(len(rows[0]))) + "|"]
     md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    if below_bound_lines(doc):
+        md += ["", "**BELOW BOUND**: " + below_bound_lines(doc)[1].split(": ", 1)[1], ""]
+        md += [f"- {line.strip()}" for line in below_bound_lines(doc)[2:]]
     if precision_lines(doc):
         md += ["", "Runtime precision (OpenVINO's runtime model: MatMul/Conv layers by the precision they ran in):", ""]
         md += [f"- {line.strip()}" for line in precision_lines(doc)[2:]]

@@ -9,18 +9,23 @@ Method (also written into every result as `method`):
   INFERENCE_NUM_THREADS = threads (one stream, latency hint).
 - Artifacts: one `Resolver` per variant answers the plan (is there an INT8 export?), the ONNX files
   (reused, or the missing ones exported in one call) and the TensorRT engines, each once.
+- Each backend stands on its own: one whose artifact cannot be made fails with its own reason, the
+  others are measured. Speed does not depend on accuracy: a quantized export that misses its accuracy
+  bound is timed anyway, from a temporary file that lives for this run only (its engine too), and its
+  rows carry `below_bound` (the figures and the twins-export command that makes one within budget).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from twins_trt.artifacts.resolve import Calibration, Request, Resolver
+from twins_trt.artifacts.resolve import Artifact, Calibration, Request, Resolver
 from twins_trt.backends import Backend, Capabilities, Plan, make_runner, plan_run, torch_device
 from twins_trt.bench.env import capture_environment, usable_cores
 from twins_trt.bench.measure import add_speedups, measure
@@ -89,12 +94,13 @@ class BenchOptions:
         d["img_size"] = list(self.img_size)
         return d
 
-    def resolver(self, variant: str, say: Callable[[str], None]) -> Resolver:
-        """The one resolver of `variant`'s artifacts for this run."""
+    def resolver(self, variant: str, say: Callable[[str], None], scratch: str | None = None) -> Resolver:
+        """The one resolver of `variant`'s artifacts for this run (`scratch`: where a quantized export below its
+        bound is kept for this run only)."""
         request = Request(variant, tuple(self.batches), tuple(self.img_size), self.weights,
                           export_dir=str(self.export_dir))
         return Resolver(request, Calibration(self.calib_dir, self.calib_synthetic, self.calib_size), say=say,
-                        progress=self.progress)
+                        progress=self.progress, scratch=scratch)
 
 
 def _progress(total: int, enabled: bool):
@@ -121,14 +127,15 @@ def run_benchmark(cfg: BenchOptions, caps: Capabilities | None = None,
                  "env": capture_environment(threads), "results": [], "skipped": [], "plans": {}}
     doc["config"]["threads"] = threads
     doc["config"]["torch_device"] = device
-    for variant in cfg.variants:
-        resolver = cfg.resolver(variant, say)
-        plan = plan_run(cfg.backends, caps, cfg.device, can_calibrate=resolver.calibration.possible,
-                        int8_available=resolver.find("int8") is not None)
-        doc["plans"][variant] = plan.to_dict()
-        for name, why in plan.skipped.items():
-            doc["skipped"].append({"variant": variant, "backend": name, "status": "skipped", "reason": why})
-        _run_variant(variant, plan, resolver, cfg, device, threads, doc, say)
+    with tempfile.TemporaryDirectory(prefix="twins-bench-") as scratch:  # below-bound artifacts live here only
+        for variant in cfg.variants:
+            resolver = cfg.resolver(variant, say, scratch)
+            plan = plan_run(cfg.backends, caps, cfg.device, can_calibrate=resolver.calibration.possible,
+                            int8_available=resolver.find("int8") is not None)
+            doc["plans"][variant] = plan.to_dict()
+            for name, why in plan.skipped.items():
+                doc["skipped"].append({"variant": variant, "backend": name, "status": "skipped", "reason": why})
+            _run_variant(variant, plan, resolver, cfg, device, threads, doc, say)
     add_speedups(doc["results"])
     if cfg.protocol == "paper":
         doc["paper"] = {v: PAPER_FIGURES[v] for v in cfg.variants if v in PAPER_FIGURES}
@@ -139,13 +146,16 @@ def _run_variant(variant: str, plan: Plan, resolver: Resolver, cfg: BenchOptions
                  doc: dict, say: Callable[[str], None]) -> None:
     """One variant: its artifacts, its PyTorch model, a runner per backend, then the measurements."""
     skips = _Skips(doc, variant)
-    onnx = _resolve_onnx(plan, resolver, skips)
-    engines = _resolve_engines(plan, onnx, resolver, cfg, skips)
+    arts = _resolve_onnx(plan, resolver, skips)
+    onnx = {p: a.path for p, a in arts.items()}
+    engines = _resolve_engines(plan, arts, resolver, cfg, skips)
     model = _torch_model(variant, plan, cfg, say)
     with contextlib.ExitStack() as stack:
         runners, artifacts = _open_runners(stack, plan, cfg, device, threads, model, onnx, engines, skips)
+        below = {b.name: arts[b.precision].below_bound for b in plan.run
+                 if b.needs_onnx and b.precision in arts and arts[b.precision].below_bound}
         if runners:
-            _measure_and_record(runners, {b.name: b for b in plan.run}, artifacts, variant, cfg, doc, skips)
+            _measure_and_record(runners, {b.name: b for b in plan.run}, artifacts, variant, cfg, doc, skips, below)
 
 
 @dataclass
@@ -163,28 +173,30 @@ class _Skips:
         return any(s["backend"] == name and s["variant"] == self.variant for s in self.doc["skipped"])
 
 
-def _resolve_onnx(plan: Plan, resolver: Resolver, skips: _Skips) -> dict[str, Path]:
-    """Precision -> ONNX for the runnable backends; when the export fails, those backends are dropped with why."""
+def _resolve_onnx(plan: Plan, resolver: Resolver, skips: _Skips) -> dict[str, Artifact]:
+    """Precision -> artifact for the runnable backends, each precision on its own: a backend whose precision
+    could not be made is dropped with its own reason; one below its bound stays (flagged)."""
     if not plan.onnx_precisions:
         return {}
-    try:
-        return resolver.onnx(plan.onnx_precisions)
-    except Exception as e:
-        for b in [b for b in plan.run if b.needs_onnx]:
-            skips.add(b.name, "failed", f"ONNX export failed: {one_line(e)}")
-        plan.run = [b for b in plan.run if not b.needs_onnx]
-        return {}
+    arts, failed = resolver.artifacts(plan.onnx_precisions)
+    for b in plan.run:
+        if b.needs_onnx and b.precision not in arts:
+            skips.add(b.name, "failed", failed.get(b.precision, f"no {b.precision} ONNX"))
+    plan.run = [b for b in plan.run if not b.needs_onnx or b.precision in arts]
+    return arts
 
 
-def _resolve_engines(plan: Plan, onnx: dict[str, Path], resolver: Resolver, cfg: BenchOptions,
+def _resolve_engines(plan: Plan, arts: dict[str, Artifact], resolver: Resolver, cfg: BenchOptions,
                      skips: _Skips) -> dict[str, Path]:
-    """Precision -> TensorRT engine, built or reused; a failed build drops its backends with why."""
+    """Precision -> TensorRT engine, built or reused; a failed build drops its backends with why. An ONNX below
+    its bound gets its engine beside it, in the run's temporary folder (never under --engines-dir)."""
     engines: dict[str, Path] = {}
     for p in plan.engine_precisions:
-        if p not in onnx:
+        if p not in arts:
             continue
         try:
-            engines[p] = resolver.engine(onnx[p], cfg.engines_dir)
+            where = arts[p].path.parent if arts[p].below_bound else cfg.engines_dir
+            engines[p] = resolver.engine(arts[p].path, where)
         except Exception as e:
             for b in [b for b in plan.run if b.needs_engine and b.precision == p]:
                 skips.add(b.name, "failed", f"engine build failed: {one_line(e)}")
@@ -234,8 +246,10 @@ def _open_runners(stack: contextlib.ExitStack, plan: Plan, cfg: BenchOptions, de
 
 
 def _measure_and_record(runners: dict[str, object], backends: dict[str, Backend], artifacts: dict[str, str | None],
-                        variant: str, cfg: BenchOptions, doc: dict, skips: _Skips) -> None:
-    """Measure every (backend, batch) cell and append its result (or the backend's failure) to `doc`."""
+                        variant: str, cfg: BenchOptions, doc: dict, skips: _Skips,
+                        below: dict[str, dict] | None = None) -> None:
+    """Measure every (backend, batch) cell and append its result (or the backend's failure) to `doc`; a backend
+    timed from an artifact below its accuracy bound carries `below_bound` in each of its results."""
     bar = _progress(cfg.rounds * len(cfg.batches) * len(runners), cfg.progress)
     try:
         cells = measure(runners, backends, variant, cfg.batches, cfg, bar)
@@ -251,4 +265,6 @@ def _measure_and_record(runners: dict[str, object], backends: dict[str, Backend]
             if res["status"] == "failed":
                 skips.add(name, "failed", res["reason"])
                 continue
+            if (below or {}).get(name):
+                res["below_bound"] = below[name]
             doc["results"].append(res)

@@ -5,22 +5,27 @@ warm-up apart, alternating rounds, device synchronised around each timed iterati
 model, the artifacts and the sizes differ. Batch 1: a segmentor serves one frame at a time, so
 frames/s = 1 / mean latency. ONNX artifacts come from the one resolver (`Resolver` with a
 `Request(task="seg")`, one per variant and size): a dynamic-H/W export in ``export_dir`` whose profile
-covers the size is reused, then a static one at that size; failing both, a static FP32/FP16 export
-is made at that size (INT8 is reused only: export it with `twins-export --task seg --int8`).
+covers the size is reused, then a static one at that size; failing both, a static export is made at
+that size (INT8 only when the run names calibration images, --calib-data or --calib-synthetic; else it
+is reused only: export it with `twins-export --task seg --int8`). Each backend stands on its own, and an
+INT8 that misses its accuracy bound is timed anyway from a temporary file and flagged BELOW BOUND, as in
+the classifier benchmark (`Resolver.artifacts`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twins_trt.artifacts.resolve import Request, Resolver
+from twins_trt.artifacts.resolve import Calibration, Request, Resolver
 from twins_trt.backends import Backend, Capabilities, make_runner, plan_run
 from twins_trt.bench.env import capture_environment
 from twins_trt.bench.measure import latency_stats, measure
+from twins_trt.bench.report import below_bound_lines
 from twins_trt.bench.run import BenchOptions, host_setup
 from twins_trt.errors import one_line
 
@@ -46,13 +51,20 @@ class SegBenchOptions:
     export_dir: str = "export"
     seed: int = 0
     progress: bool = True
+    calib_dir: str | None = None  # INT8 is exported (not only reused) with calibration images or synthetic data
+    calib_synthetic: bool = False
+    calib_size: int = 16
     skipped: list[dict] = field(default_factory=list)
 
-    def resolver(self, variant: str, size: tuple[int, int], say: Callable[[str], None]) -> Resolver:
-        """The one resolver of `variant`'s segmentor at `size` (FP32/FP16 exported when missing, INT8 reused only)."""
+    def resolver(self, variant: str, size: tuple[int, int], say: Callable[[str], None],
+                 scratch: str | None = None) -> Resolver:
+        """The one resolver of `variant`'s segmentor at `size` (FP32/FP16 exported when missing; INT8 only with
+        calibration, else reused only); `scratch` keeps an INT8 below its bound for this run."""
         request = Request(variant, (1,), tuple(size), self.weights, task="seg", seg_head=self.head,
                           num_classes=self.num_classes, seg_output=self.seg_output, export_dir=str(self.export_dir))
-        return Resolver(request, say=say, progress=self.progress, exportable=("fp32", "fp16"))
+        calibration = Calibration(self.calib_dir, self.calib_synthetic, self.calib_size)
+        return Resolver(request, calibration, say=say, progress=self.progress, scratch=scratch,
+                        exportable=("fp32", "fp16", "int8") if calibration.possible else ("fp32", "fp16"))
 
 
 def run_seg_benchmark(cfg: SegBenchOptions, caps: Capabilities | None = None,
@@ -71,27 +83,27 @@ def run_seg_benchmark(cfg: SegBenchOptions, caps: Capabilities | None = None,
             warnings.simplefilter("ignore", RandomWeightsWarning)
             model = create_segmentor(variant, cfg.head, cfg.num_classes, cfg.weights, cfg.seg_output, seed=0)
         model.set_attn_impl(cfg.torch_attn)  # export_variant traces a copy of its own, always explicit
-        for size in cfg.sizes:
-            resolver = cfg.resolver(variant, size, say)
-            plan = plan_run(cfg.backends, caps, cfg.device, can_calibrate=False,
-                            int8_available=resolver.find("int8") is not None)
-            for name, why in plan.skipped.items():
-                doc["skipped"].append({"variant": variant, "size": list(size), "backend": name, "reason": why})
-            onnx: dict[str, Path] = {}
-            if plan.onnx_precisions:
-                try:
-                    onnx = resolver.onnx(plan.onnx_precisions)
-                except Exception as e:
-                    for b in plan.run:
-                        if b.needs_onnx:
-                            doc["skipped"].append({"variant": variant, "size": list(size), "backend": b.name,
-                                                   "reason": f"ONNX export failed: {one_line(e)}"})
-            _measure_size(cfg, variant, size, plan.run, model, onnx, device, threads, doc)
+        with tempfile.TemporaryDirectory(prefix="twins-bench-seg-") as scratch:  # below-bound INT8 lives here only
+            for size in cfg.sizes:
+                resolver = cfg.resolver(variant, size, say, scratch)
+                plan = plan_run(cfg.backends, caps, cfg.device, can_calibrate=resolver.calibration.possible,
+                                int8_available=resolver.find("int8") is not None)
+                for name, why in plan.skipped.items():
+                    doc["skipped"].append({"variant": variant, "size": list(size), "backend": name, "reason": why})
+                arts, failed = resolver.artifacts(plan.onnx_precisions) if plan.onnx_precisions else ({}, {})
+                for b in plan.run:  # each backend fails only for its own precision's reason
+                    if b.needs_onnx and b.precision in failed:
+                        doc["skipped"].append({"variant": variant, "size": list(size), "backend": b.name,
+                                               "reason": failed[b.precision]})
+                onnx = {p: a.path for p, a in arts.items()}
+                below = {p: a.below_bound for p, a in arts.items() if a.below_bound}
+                _measure_size(cfg, variant, size, [b for b in plan.run if b.precision not in failed or
+                                                   not b.needs_onnx], model, onnx, device, threads, doc, below)
     return doc
 
 
 def _measure_size(cfg: SegBenchOptions, variant: str, size, backends: list[Backend], model, onnx: dict[str, Path],
-                  device: str, threads: int, doc: dict) -> None:
+                  device: str, threads: int, doc: dict, below: dict[str, dict] | None = None) -> None:
     bcfg = BenchOptions(variants=[variant], backends=backends, batches=[1], img_size=tuple(size), warmup=cfg.warmup,
                        iters=cfg.iters, min_seconds=cfg.min_seconds, rounds=cfg.rounds, threads=threads,
                        seed=cfg.seed, progress=False)
@@ -118,8 +130,9 @@ def _measure_size(cfg: SegBenchOptions, variant: str, size, backends: list[Backe
             doc["skipped"].append({**row, "reason": cell.error})
             continue
         stats = latency_stats(cell.latencies, 1)
+        flag = (below or {}).get(cell.backend.precision) if cell.backend.needs_onnx else None
         doc["results"].append({**row, "fps": stats["img_s"], "latency_ms": stats["latency_ms"],
-                               "iterations": stats["iterations"]})
+                               "iterations": stats["iterations"], **({"below_bound": flag} if flag else {})})
 
 
 def format_seg_table(doc: dict) -> str:
@@ -128,14 +141,19 @@ def format_seg_table(doc: dict) -> str:
     rows: dict[tuple[str, str], dict] = {}
     for r in doc["results"]:
         rows.setdefault((r["variant"], r["backend"]), {})[tuple(r["size"])] = r
-    head = ["variant", "backend"] + [f"{h}x{w} fps (p50 ms)" for h, w in sizes]
+    flagged = any(r.get("below_bound") for r in doc["results"])
+    head = ["variant", "backend"] + [f"{h}x{w} fps (p50 ms)" for h, w in sizes] + ["note"] * flagged
     lines = [head]
     for (variant, backend), by_size in rows.items():
         cells = [f"{by_size[s]['fps']:.2f} ({by_size[s]['latency_ms']['p50']:.0f})" if s in by_size else "-"
                  for s in sizes]
-        lines.append([variant, backend, *cells])
+        below = [f"{'x'.join(map(str, s))}" for s in sizes if s in by_size and by_size[s].get("below_bound")]
+        note = [f"BELOW BOUND ({', '.join(below)})" if below else ""] * flagged
+        lines.append([variant, backend, *cells, *note])
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
+    out += below_bound_lines({"results": [{**r, "variant": f"{r['variant']} {r['head']} {'x'.join(map(str, r['size']))}"}
+                                          for r in doc["results"]]})
     for s in doc["skipped"]:
         size = "x".join(map(str, s["size"])) if s.get("size") else ""
         out.append(f"skipped {s['variant']} {size} {s['backend']}: {s['reason']}")

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=weights_arg, help="weights for the model and exports: a .pth/.safetensors path or 'timm' "
                                      "(default: random; speed does not depend on them)")
     c = p.add_mutually_exclusive_group()
-    c.add_argument("--calib-data", type=input_dir, metavar="DIR", help="images to calibrate INT8 exports on")
+    c.add_argument("--calib-data", type=input_dir, metavar="DIR",
+                   help="images to calibrate INT8 exports on (an INT8 that misses its accuracy bound is still timed, "
+                        "from a temporary file, and flagged BELOW BOUND)")
     c.add_argument("--calib-synthetic", action="store_true",
                    help="calibrate INT8 exports on random data (fine for speed, not for accuracy)")
     p.add_argument("--calib-size", type=positive_int, default=16, help="calibration samples for INT8 exports (default: 16)")
@@ -279,7 +281,8 @@ def run_seg(args: argparse.Namespace, kwargs: dict, caps, argv: list[str]) -> in
         iters=None if args.min_seconds is not None else (5 if args.iters is None else args.iters),
         min_seconds=args.min_seconds, rounds=1 if args.rounds is None else args.rounds, threads=kwargs["threads"],
         device=kwargs["device"], export_dir=kwargs["export_dir"], seed=kwargs["seed"], progress=kwargs["progress"],
-        torch_attn=kwargs["torch_attn"],
+        torch_attn=kwargs["torch_attn"], calib_dir=kwargs["calib_dir"], calib_synthetic=kwargs["calib_synthetic"],
+        calib_size=kwargs["calib_size"],
     )
     doc = run_seg_benchmark(cfg, caps=caps, say=say)
     doc["command"] = "twins-bench " + shlex.join(argv)

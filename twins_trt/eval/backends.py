@@ -7,15 +7,14 @@ the reason, one whose artifact cannot be made or whose runner breaks is *failed*
 and the others are still evaluated.
 
 An INT8 export that misses the export's accuracy bound is refused by twins-export (nothing is
-written). twins-eval exists to measure exactly that loss, so it then quantizes the same FP32 ONNX
-with the same calibration into a **temporary folder** that lives only for the evaluation (never
-under --export-dir, so it cannot be mistaken for a verified artifact), evaluates it, and flags the
-row "below the export bound (cosine X < Y)".
+written). twins-eval exists to measure exactly that loss, so the run's resolver keeps the refused
+artifact in a **temporary folder** that lives only for the evaluation (never under --export-dir, so
+it cannot be mistaken for a verified artifact; `Resolver.artifacts`, shared with twins-bench), and
+the row is flagged "below the export bound (cosine X < Y)".
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -26,16 +25,15 @@ from typing import Any
 import numpy as np
 
 from twins_trt.artifacts.manifest import Manifest
-from twins_trt.artifacts.resolve import Calibration, Request, Resolver
+from twins_trt.artifacts.resolve import Artifact, Calibration, Request, Resolver
 from twins_trt.backends import BACKENDS, REFERENCE, Backend, Capabilities, make_runner, parse_backends, skip_reason
-from twins_trt.errors import BackendUnavailableError, VerificationError, one_line
+from twins_trt.errors import BackendUnavailableError, one_line
 from twins_trt.eval.results import BackendResult, Row
 from twins_trt.runners import INPUT_NAME
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKENDS = "torch,ort-cpu,ort-cpu-fp16,ort-cpu-int8,trt-fp16,trt-int8"
-BUDGET_FLAG = '--int8-budget "cosine>={bound}"'  # twins-export's INT8 accuracy budget (issue 11)
 
 
 def eval_backends(text: str | Sequence[str], cuda: bool = False) -> list[Backend]:
@@ -47,13 +45,6 @@ def eval_backends(text: str | Sequence[str], cuda: bool = False) -> list[Backend
 def requested_names(text: str | Sequence[str], cuda: bool = False) -> list[str]:
     """The canonical names the user asked for (the reference only when named)."""
     return [b.name for b in parse_backends(text if isinstance(text, str) else ",".join(text), cuda=cuda)]
-
-
-@dataclass
-class OnnxArtifact:
-    path: Path
-    manifest: Manifest | None
-    below_bound: dict | None = None  # set for an INT8 that missed the export's bound (temporary file)
 
 
 @dataclass
@@ -76,94 +67,13 @@ def batches_for(batch: int) -> list[int]:
     return [1] if batch == 1 else [1, batch]
 
 
-def run_resolver(opts, say: Callable[[str], None]) -> Resolver:
-    """The one resolver of a classifier evaluation: every ONNX and engine of the run goes through it."""
+def run_resolver(opts, say: Callable[[str], None], scratch: Path | None = None) -> Resolver:
+    """The one resolver of a classifier evaluation: every ONNX and engine of the run goes through it; an INT8
+    below the export's bound is kept in `scratch` (temporary) and evaluated flagged (`Resolver.artifacts`)."""
     return Resolver(Request(opts.variant, tuple(batches_for(opts.batch)), opts.img_size, opts.weights,
                             export_dir=str(opts.export_dir)),
                     Calibration(opts.calib_source_dir, opts.calib_synthetic, opts.calib_size),
-                    say=say, progress=opts.progress)
-
-
-def _artifact(path: Path) -> OnnxArtifact:
-    return OnnxArtifact(Path(path), Manifest.read(path))
-
-
-def resolve_onnx(opts, resolver: Resolver, precisions: list[str], model, scratch: Path,
-                 say: Callable[[str], None]) -> tuple[dict[str, OnnxArtifact], dict[str, str]]:
-    """(precision -> artifact, precision -> why not) through the run's resolver, each precision on its own.
-
-    One export call makes every missing precision; when it fails, whatever it finished is reused and
-    each precision still missing gets its own reason (an INT8 that missed the bound is made anyway,
-    in `scratch`, and flagged).
-    """
-    try:
-        paths = resolver.onnx(precisions)
-        return {p: _artifact(paths[p]) for p in precisions}, {}
-    except Exception as e:
-        first = e
-        say(f"export failed: {one_line(e)}; evaluating what can be evaluated")
-    resolver.forget(precisions)  # the export may have written some before it failed
-    out: dict[str, OnnxArtifact] = {}
-    failed: dict[str, str] = {}
-    for p in precisions:
-        path = resolver.find(p)
-        if path is not None:
-            out[p] = _artifact(path)
-        elif p == "int8" and isinstance(first, VerificationError) and ".int8." in str(first) and "fp32" in out:
-            try:
-                out[p] = below_bound_int8(opts, resolver, out["fp32"].path, model, scratch, say)
-            except Exception as e2:
-                failed[p] = f"INT8 failed the export's verification and could not be made for evaluation: {one_line(e2)}"
-        elif f".{p}." in str(first) or p == "fp32":
-            failed[p] = f"ONNX export failed: {one_line(first)}"
-        else:  # the export stopped before this precision: try it on its own
-            try:
-                out[p] = _artifact(resolver.onnx([p])[p])
-            except Exception as e2:
-                failed[p] = f"ONNX export failed: {one_line(e2)}"
-    return out, failed
-
-
-def below_bound_int8(opts, resolver: Resolver, fp32: Path, model, scratch: Path,
-                     say: Callable[[str], None]) -> OnnxArtifact:
-    """Quantize `fp32` as the export would, into `scratch` (temporary), verify it, and say by how much it misses.
-
-    Its `Manifest` lives in memory only (the file is deleted with `scratch`); nothing is written to --export-dir.
-    """
-    from twins_trt.export.calibration import calibration_data
-    from twins_trt.export.convert import to_int8
-    from twins_trt.export.verify import verify_artifact
-
-    here = dataclasses.replace(resolver.request, export_dir=str(scratch))  # the export's options, out to scratch
-    eo = here.export_options(("int8",), resolver.calibration, opts.progress)
-    calib, files, _ = calibration_data(eo)  # the export's images (seeded random ones with --calib-synthetic)
-    dst = Path(scratch) / f"{eo.stem}.int8.BELOW-BOUND.onnx"
-    say(f"INT8 missed the export's bound; quantizing again into a temporary file for this evaluation only ({dst})")
-    to_int8(fp32, dst, eo, calib, None)
-    ver = verify_artifact(dst, "int8", model, eo, None if opts.calib_synthetic else calib[:max(eo.verify_samples, 1)],
-                          tolerance=(eo.budget.attribute, eo.budget.bound))  # the bound the export held it to
-    say(ver.line())
-    manifest = Manifest(variant=opts.variant, precision="int8",
-                        batch=eo.batch_range,
-                        img_size=tuple(opts.img_size), file=dst.name, weights=here.weights,
-                        verification=ver.to_dict(),
-                        calibration={"method": eo.calib_method, "samples": int(len(calib)),
-                                     "source": eo.calibration.source,
-                                     "files": [str(f) for f in files]})
-    below = None
-    if not ver.passed:
-        below = {"metric": ver.metric, "value": ver.worst, "bound": ver.bound,
-                 "artifact": "temporary file (deleted after this evaluation; nothing written to --export-dir)",
-                 "hint": budget_hint(opts, ver.bound)}
-    return OnnxArtifact(dst, manifest, below)
-
-
-def budget_hint(opts, bound: float) -> str:
-    """The command that would give an INT8 artifact within the accuracy budget (twins-export's --int8-budget)."""
-    calib = "--calib-synthetic" if opts.calib_synthetic else f"--calib-data {opts.calib_source_dir}"
-    weights = f" --weights {opts.weights}" if opts.weights else ""
-    return (f"twins-export --variant {opts.variant}{weights} --int8 {calib} "
-            f"{BUDGET_FLAG.format(bound=bound)} (keeps the blocks that lose accuracy in FP16)")
+                    say=say, progress=opts.progress, scratch=scratch)
 
 
 def calibration_info(manifest: Manifest, eval_files: Sequence[Path]) -> dict | None:
@@ -222,10 +132,9 @@ def open_slots(opts, backends: list[Backend], caps: Capabilities, model, device:
     """A Slot per backend, in order: runnable ones with an active runner, the rest with their reason."""
     slots = [Slot(b, BackendResult(b.name)) for b in backends]
     live = skip_unrunnable(slots, caps, opts.device)
-    resolver = run_resolver(opts, say)
+    resolver = run_resolver(opts, say, scratch)
     precisions = [p for p in dict.fromkeys(["fp32", *(s.backend.precision for s in live if s.backend.needs_onnx)])]
-    onnx, failed = (resolve_onnx(opts, resolver, precisions, model, scratch, say)
-                    if any(s.backend.needs_onnx for s in live) else ({}, {}))
+    onnx, failed = resolver.artifacts(precisions) if any(s.backend.needs_onnx for s in live) else ({}, {})
     engines = _engines(opts, resolver, [s for s in live if s.backend.needs_engine], onnx)
     for s in live:
         b, r = s.backend, s.result
@@ -259,7 +168,7 @@ def _engine_range(plan: Path) -> tuple[tuple[int, int], bool]:
     return (int(lo), int(hi)), lo == hi
 
 
-def _engines(opts, resolver: Resolver, wanted: list[Slot], onnx: dict[str, OnnxArtifact]) -> dict[str, Path | str]:
+def _engines(opts, resolver: Resolver, wanted: list[Slot], onnx: dict[str, Artifact]) -> dict[str, Path | str]:
     """precision -> engine path, or the reason there is none."""
     out: dict[str, Path | str] = {}
     for p in dict.fromkeys(s.backend.precision for s in wanted):
@@ -293,6 +202,5 @@ def close(slots: list[Slot]) -> None:
                 log.debug("closing %s failed", s.backend.name, exc_info=True)
 
 
-__all__ = ["DEFAULT_BACKENDS", "OnnxArtifact", "Slot", "batches_for", "below_bound_int8", "budget_hint",
-           "calibration_info", "close", "eval_backends", "open_slots", "requested_names", "resolve_onnx",
-           "run_in_batches", "run_resolver", "skip_unrunnable", "start_runner"]
+__all__ = ["DEFAULT_BACKENDS", "Slot", "batches_for", "calibration_info", "close", "eval_backends", "open_slots",
+           "requested_names", "run_in_batches", "run_resolver", "skip_unrunnable", "start_runner"]

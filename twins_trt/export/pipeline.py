@@ -9,6 +9,8 @@ budget on the rest; regions that lose accuracy are searched for and kept in FP16
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -88,8 +90,14 @@ def write_manifest(path: Path, opts: ExportOptions, precision: str, rep: GraphRe
     return manifest.write(path)
 
 
-def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = None) -> ExportResult:
-    """Export, convert, verify and graph-check every precision in `opts`; see the module docstring."""
+def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = None,
+                   below_bound_dir: str | os.PathLike | None = None) -> ExportResult:
+    """Export, convert, verify and graph-check every precision in `opts`; see the module docstring.
+
+    `below_bound_dir` (a run's temporary folder, never the export folder): a quantized artifact that misses its
+    accuracy bound is moved there as `<stem>.<precision>.BELOW-BOUND.onnx` with its manifest, then refused as
+    always, so a benchmark or an evaluation can still measure it (artifacts.resolve.Resolver.artifacts).
+    """
     say = on_step or (lambda msg: log.info(msg))
     out_dir = artifacts.ensure_dir(opts.out_dir)
     res = ExportResult(opts)
@@ -135,6 +143,10 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
             res.verdicts[precision] = ver
             say(ver.line())
             if not ver.passed:
+                if below_bound_dir is not None and precision not in ("fp32", "fp16"):  # quantized: kept, unnamed
+                    kept = artifacts.ensure_dir(below_bound_dir) / f"{opts.stem}.{precision}.BELOW-BOUND.onnx"
+                    shutil.move(tmp, kept)
+                    write_manifest(kept, opts, precision, rep, ver, weights_sha, time.perf_counter() - t0, extra)
                 hint = (" (hold more images out, or see the sensitivity report: --int8-sensitivity)"
                         if precision == "int8" else "")
                 raise VerificationError(f"{final.name} failed verification, nothing written: {ver.line()}{hint}")
