@@ -10,6 +10,7 @@ at the INT8 bound (0.99); fewer samples, or photographs, fall just below it.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -73,6 +74,40 @@ def test_build_then_verify_passes(emulator, exports, engines_dir, artifact, caps
     outputs = [f"feat_s{s}" for s in (4, 8, 16, 32)] if artifact == "features" else ["logits"]
     assert len(lines) == 2 * len(outputs) and all(line.startswith("PASS trt (emulated) vs ") for line in lines), lines
     assert {o for o in outputs if any(f"[{o}]" in line for line in lines)} == set(outputs)
+    if artifact in PERTURB:
+        _verify_fails_on_a_perturbed_engine(plan, onnx, PERTURB[artifact], capsys)
+
+
+# The emulator's test-only switch: fp16 perturbs the last LayerNormalization's output, int8 drops the last Q/DQ scale.
+# (Early layers would not do: with random weights, perturbing svt_s's first MatMul moves the logits' cosine by 1e-6.)
+PERTURB = {"fp16": "last-layernorm", "int8": "qdq-scale"}
+
+
+def _verify_fails_on_a_perturbed_engine(plan, onnx_path, switch, capsys):
+    """The same engine file, computing something else: twins-verify must FAIL, say by how much, and exit 1.
+    (Without this, a verify that compares ONNX Runtime with ONNX Runtime could never fail.)"""
+    import os
+
+    import onnx
+
+    from twins_trt.cli.verify import main as verify
+
+    if switch == "last-layernorm":
+        switch = [n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node
+                  if n.op_type == "LayerNormalization"][-1]
+    os.environ["TRT_EMULATOR_PERTURB"] = switch
+    try:
+        rc = verify([str(plan)])
+    finally:
+        del os.environ["TRT_EMULATOR_PERTURB"]
+    captured = capsys.readouterr()
+    print(captured.out, captured.err)  # the figures, for the record (pytest -s)
+    fails = [line for line in captured.out.splitlines() if line.startswith("FAIL")]
+    assert rc == 1, captured.out + captured.err
+    assert fails and all(line.startswith(f"FAIL trt (emulated, perturbed: {switch}) vs ") for line in fails), fails
+    assert "max |diff|" in fails[0] and "cosine" in fails[0] and "(need cosine >= " in fails[0]
+    assert "comparisons failed" in captured.err  # the one-line error names each miss with its figure and bound
+    assert re.search(r"\[logits\] cosine -?\d+\.\d+ < 0\.99", captured.err), captured.err
 
 
 def test_twins_bench_runs_trt_labelled_emulated(emulator, exports, engines_dir, tmp_path, capsys):

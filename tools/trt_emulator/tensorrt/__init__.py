@@ -1149,8 +1149,10 @@ def _cuda():
 
 def _perturbed(onnx_bytes: bytes, spec: str) -> bytes:
     """The ONNX with one thing changed (TRT_EMULATOR_PERTURB, test-only), so a check downstream must notice:
-    `qdq-scale[:<DequantizeLinear name>]` replaces that (default: the first) DequantizeLinear's constant scale with 1;
-    `<layer name>` adds 0.5 * mean(|y|) * sin(7y) to that layer's first output y (computed in float32)."""
+    `qdq-scale[:<DequantizeLinear name>]` replaces that DequantizeLinear's constant scale with ones (default: the last
+    one, nearest the output, where no normalization undoes it: on svt_s INT8, cosine 0.23 against the ONNX);
+    `<layer name>` adds m/2 * sin(7y/m + 1) to that layer's first output y, m = mean(|y|) (computed in float32): not
+    proportional to y, so neither a normalization nor a cosine can ignore it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -1163,7 +1165,7 @@ def _perturbed(onnx_bytes: bytes, spec: str) -> bytes:
                and len(n.input) > 1 and n.input[1] in inits]
         if not dqs:
             raise ValueError(f"names no DequantizeLinear with a constant scale{f' called {want!r}' if want else ''}")
-        node = dqs[0]
+        node = dqs[-1]
         scale = numpy_helper.to_array(inits[node.input[1]])
         g.initializer.append(numpy_helper.from_array(np.ones_like(scale), node.input[1] + "__emulator_dropped"))
         node.input[1] = node.input[1] + "__emulator_dropped"
@@ -1180,15 +1182,18 @@ def _perturbed(onnx_bytes: bytes, spec: str) -> bytes:
     elem = infos[y].type.tensor_type.elem_type if y in infos else TensorProto.FLOAT
     p = f"{y}__emulator_perturb"
     node.output[0] = f"{p}_in"
-    g.initializer.extend([numpy_helper.from_array(np.float32(0.5), f"{p}_half"),
-                          numpy_helper.from_array(np.float32(7.0), f"{p}_seven")])
+    g.initializer.extend([numpy_helper.from_array(np.float32(v), f"{p}_{k}")
+                          for k, v in (("half", 0.5), ("seven", 7.0), ("one", 1.0), ("eps", 1e-12))])
     added = [
         helper.make_node("Cast", [f"{p}_in"], [f"{p}_x"], to=TensorProto.FLOAT),
         helper.make_node("Abs", [f"{p}_x"], [f"{p}_abs"]),
-        helper.make_node("ReduceMean", [f"{p}_abs"], [f"{p}_mean"], keepdims=1),
+        helper.make_node("ReduceMean", [f"{p}_abs"], [f"{p}_m0"], keepdims=1),
+        helper.make_node("Add", [f"{p}_m0", f"{p}_eps"], [f"{p}_mean"]),
         helper.make_node("Mul", [f"{p}_mean", f"{p}_half"], [f"{p}_amp"]),
-        helper.make_node("Mul", [f"{p}_x", f"{p}_seven"], [f"{p}_7x"]),
-        helper.make_node("Sin", [f"{p}_7x"], [f"{p}_sin"]),
+        helper.make_node("Div", [f"{p}_x", f"{p}_mean"], [f"{p}_z"]),
+        helper.make_node("Mul", [f"{p}_z", f"{p}_seven"], [f"{p}_7z"]),
+        helper.make_node("Add", [f"{p}_7z", f"{p}_one"], [f"{p}_arg"]),
+        helper.make_node("Sin", [f"{p}_arg"], [f"{p}_sin"]),
         helper.make_node("Mul", [f"{p}_amp", f"{p}_sin"], [f"{p}_delta"]),
         helper.make_node("Add", [f"{p}_x", f"{p}_delta"], [f"{p}_sum"]),
         helper.make_node("Cast", [f"{p}_sum"], [y], to=elem),
