@@ -7,9 +7,9 @@ The floors (README, "Code map") from the ground up; a module may import from its
     2  artifacts (files, manifest), models, data, qdq
     3  runners                      one Runner interface: PyTorch, ONNX Runtime, OpenVINO
     4  export                       torch -> ONNX, FP16, INT8 (and its budget), verification
-    5  trt, triton                  TensorRT builder, engine metadata, runner, engine verification; Triton repos
+    5  trt, triton, triton_schema   TensorRT builder, engine metadata, runner, engine verification; Triton repos
     6  backends, artifacts.resolve  the one backend vocabulary and runner factory; the one resolver
-    7  bench, eval                  the measurements (both tasks)
+    7  bench, eval, serve           the measurements (both tasks); an artifact on a Triton server
     8  cli                          the commands and their one error path
 
 Lazy imports inside functions count too: a floor is about what a module needs, not when it loads it.
@@ -40,10 +40,12 @@ FLOORS = {
     "twins_trt.export": 4,
     "twins_trt.trt": 5,
     "twins_trt.triton": 5,
+    "twins_trt.triton_schema": 5,
     "twins_trt.backends": 6,
     "twins_trt.artifacts.resolve": 6,
     "twins_trt.bench": 7,
     "twins_trt.eval": 7,
+    "twins_trt.serve": 7,
     "twins_trt.cli": 8,
 }
 # started by path inside another revision's checkout (bench/ab.py): it imports that revision, not this one

@@ -105,3 +105,7 @@ class InputFileError(TwinsError, ValueError):
 
 class UsageError(TwinsError, ValueError):
     """A command-line argument that is malformed or out of range (raised by the CLIs' parsers)."""
+
+
+class ServeError(TwinsError, RuntimeError):
+    """A Triton server that could not start, load its model, or keep running (twins-serve)."""

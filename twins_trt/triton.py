@@ -9,13 +9,13 @@ Everything in a config comes from the artifact itself: for ONNX the graph's inpu
 JSON twins-build writes beside it (`engines/<stem>.plan.json`: precision, inputs, outputs, profile).
 A dynamic batch dim becomes `max_batch_size` = the profile's MAX with dims that leave the batch
 out, plus dynamic batching that prefers the profile's OPT and MAX; a static batch gives
-`max_batch_size: 0` and the full dims. Configs are written as protobuf text and, when
-tritonclient is installed, parsed back with Triton's own ModelConfig schema before they land.
+`max_batch_size: 0` and the full dims. `batching()` is that decision, the one twins-serve uses too.
+Configs are written as protobuf text and, when tritonclient is installed, parsed back with Triton's
+own ModelConfig schema (`triton_schema`) before they land.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -29,10 +29,9 @@ from typing import Any
 from twins_trt.artifacts.files import atomic_path, ensure_dir, write_bytes_atomic
 from twins_trt.artifacts.manifest import BatchRange, Manifest
 from twins_trt.errors import EngineMismatchError, TritonConfigError
+from twins_trt.triton_schema import model_config_pb2, parse_config
 
 log = logging.getLogger(__name__)
-
-
 
 # ONNX TensorProto element types, TensorRT DataType names and NumPy names -> Triton data types
 _ONNX_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16", 16: "TYPE_BF16", 11: "TYPE_FP64", 2: "TYPE_UINT8", 3: "TYPE_INT8",
@@ -42,7 +41,8 @@ _NAMED_TYPES = {
     "fp16": "TYPE_FP16", "bf16": "TYPE_BF16", "bfloat16": "TYPE_BF16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8",
     "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL", "double": "TYPE_FP64", "float64": "TYPE_FP64",
 }
-_TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+# ONNX Runtime's TensorRT accelerator takes FP32/FP16/INT8; an FP8 Q/DQ graph is explicitly quantized, built with FP16
+_TRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8", "fp8": "FP16"}
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def spec_from_plan(plan: str | os.PathLike) -> ModelSpec:
     if "profile" not in meta:
         problems.append("'profile' ({min, opt, max} shapes, or one such entry per input name)")
     if "precision" not in meta:
-        problems.append("'precision' (fp32, fp16 or int8)")
+        problems.append("'precision' (fp32, fp16, int8 or fp8)")
     if problems:
         raise TritonConfigError(f"engine metadata {where} lacks {', '.join(problems)}; it has keys "
                                 f"{sorted(meta)}")
@@ -231,6 +231,31 @@ def spec_from_artifact(path: str | os.PathLike) -> ModelSpec:
 # ---------------------------------------------------------------------------------------------- writing
 
 
+DEFAULT_QUEUE_DELAY_US = 100  # Triton's dynamic batcher waits this long for a preferred batch to fill
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How Triton batches one artifact's requests: the one decision twins-triton and twins-serve share."""
+
+    max_batch_size: int  # 0: the artifact takes one static batch, with the batch in its dims
+    preferred: tuple[int, ...]  # preferred batch sizes: the profile's OPT and MAX
+    queue_delay_us: int
+    dynamic: bool  # Triton's dynamic batcher on (off: each request runs as it came)
+
+
+def batching(spec: ModelSpec, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, dynamic: bool = True) -> Batching:
+    """From the artifact's batch profile: `max_batch_size` = MAX, preferred sizes = OPT and MAX."""
+    if queue_delay_us < 0:
+        raise ValueError(f"the queue delay must be >= 0 microseconds, got {queue_delay_us}")
+    if not spec.batch:
+        return Batching(0, (), 0, False)
+    hi = int(spec.batch["max"])
+    preferred = tuple(sorted({b for b in (int(spec.batch["opt"]), hi) if 1 <= b <= hi}))
+    return Batching(hi, preferred, queue_delay_us if dynamic else 0, dynamic)
+
+
+
 def _dims(t: Tensor, spec: ModelSpec, where: str) -> tuple[int, ...]:
     if spec.batch is None:
         return t.shape
@@ -241,13 +266,19 @@ def _dims(t: Tensor, spec: ModelSpec, where: str) -> tuple[int, ...]:
 
 
 def config_text(spec: ModelSpec, name: str, instances: int = 1, kind: str = "gpu",
-                trt_accelerator: bool = False, workspace_bytes: int = 1 << 30) -> str:
-    """config.pbtxt for `spec` (protobuf text of Triton's ModelConfig)."""
+                trt_accelerator: bool = False, workspace_bytes: int = 1 << 30, *, batch: Batching | None = None,
+                backend: str | None = None, parameters: dict[str, str] | None = None) -> str:
+    """config.pbtxt for `spec` (protobuf text of Triton's ModelConfig).
+
+    `batch`: `batching(spec)` unless given; `backend` ("python"): a model a Triton backend runs instead of
+    the artifact's platform, with `parameters` for it (twins-serve).
+    """
+    batch = batch or batching(spec)
     if instances < 1:
         raise ValueError(f"instances must be >= 1, got {instances}")
     if kind not in ("gpu", "cpu"):
         raise ValueError(f"instance kind must be 'gpu' or 'cpu', got {kind!r}")
-    if spec.kind == "plan" and kind != "gpu":
+    if spec.kind == "plan" and kind != "gpu" and not backend:
         raise ValueError(f"{spec.source}: a TensorRT plan runs on the GPU only (instance kind 'gpu')")
     if trt_accelerator and spec.kind != "onnx":
         raise ValueError(f"{spec.source}: the TensorRT execution accelerator is for ONNX models; a plan already is one")
@@ -260,15 +291,16 @@ def config_text(spec: ModelSpec, name: str, instances: int = 1, kind: str = "gpu
 
     lines = [f"# generated by twins-triton from {spec.source.name}"
              f"{f' ({spec.precision})' if spec.precision else ''}",
-             f'name: "{name}"', f'platform: "{spec.platform}"', f"max_batch_size: {spec.max_batch_size}",
+             f'name: "{name}"', f'backend: "{backend}"' if backend else f'platform: "{spec.platform}"',
+             f"max_batch_size: {batch.max_batch_size}",
              "input [", ",\n".join(io(t) for t in spec.inputs), "]",
              "output [", ",\n".join(io(t) for t in spec.outputs), "]"]
-    if spec.batch:
-        hi = spec.batch["max"]
-        preferred = sorted({b for b in (spec.batch["opt"], hi) if 1 <= b <= hi})
-        lines += ["dynamic_batching {", f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]",
-                  "  max_queue_delay_microseconds: 100", "}"]
+    if batch.dynamic:
+        lines += ["dynamic_batching {", f"  preferred_batch_size: [ {', '.join(map(str, batch.preferred))} ]",
+                  f"  max_queue_delay_microseconds: {batch.queue_delay_us}", "}"]
     lines += ["instance_group [", f"  {{\n    count: {instances}\n    kind: KIND_{kind.upper()}\n  }}", "]"]
+    for key, value in (parameters or {}).items():
+        lines.append(f'parameters {{ key: "{key}" value: {{ string_value: {json.dumps(str(value))} }} }}')
     if trt_accelerator:
         mode = _TRT_PRECISION.get(spec.precision or "fp32", "FP32")
         lines += ["optimization {", "  execution_accelerators {", "    gpu_execution_accelerator: [", "      {",
@@ -277,46 +309,6 @@ def config_text(spec: ModelSpec, name: str, instances: int = 1, kind: str = "gpu
                   f'        parameters {{ key: "max_workspace_size_bytes" value: "{workspace_bytes}" }}',
                   "      }", "    ]", "  }", "}"]
     return "\n".join(lines) + "\n"
-
-
-def model_config_pb2():
-    """Triton's ModelConfig protobuf module from tritonclient, or None when it is not installed.
-
-    Loaded from its file: `tritonclient.grpc`'s package import needs grpcio, the schema does not.
-    """
-    try:
-        spec = importlib.util.find_spec("tritonclient")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for base in spec.submodule_search_locations:
-        f = Path(base) / "grpc" / "model_config_pb2.py"
-        if f.is_file():
-            mspec = importlib.util.spec_from_file_location("twins_trt_triton_model_config_pb2", f)
-            module = importlib.util.module_from_spec(mspec)
-            try:
-                mspec.loader.exec_module(module)
-            except Exception as e:  # a protobuf runtime too old for the generated code
-                log.debug("cannot load %s: %s", f, e)
-                return None
-            return module
-    return None
-
-
-_PB2 = None
-
-
-def parse_config(text: str):
-    """Parse config.pbtxt text with Triton's schema; None when tritonclient is not installed."""
-    global _PB2
-    if _PB2 is None:
-        _PB2 = model_config_pb2() or False
-    if not _PB2:
-        return None
-    from google.protobuf import text_format
-
-    return text_format.Parse(text, _PB2.ModelConfig())
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
@@ -384,5 +376,6 @@ def write_triton_repo(artifacts: Sequence[str | os.PathLike], repo_dir: str | os
     return out
 
 
-__all__ = ["ModelSpec", "Tensor", "TritonConfigError", "config_text", "model_config_pb2", "parse_config",
-           "spec_from_artifact", "spec_from_onnx", "spec_from_plan", "write_triton_repo"]
+__all__ = ["DEFAULT_QUEUE_DELAY_US", "Batching", "ModelSpec", "Tensor", "TritonConfigError", "batching",
+           "config_text", "model_config_pb2", "parse_config", "spec_from_artifact", "spec_from_onnx", "spec_from_plan",
+           "write_triton_repo"]

@@ -114,6 +114,33 @@ def test_dynamic_batch_without_profile_is_an_error(tmp_path):
         write_triton_repo([src], tmp_path / "repo")
 
 
+# ---------------------------------------------------------------------------------------------- batching policy
+
+
+def test_one_batching_decision_for_twins_triton_and_twins_serve(pb2, tmp_path):
+    """`batching()` is what config_text writes, for an ONNX platform and for twins-serve's Python backend alike."""
+    from twins_trt.triton import Batching, batching, config_text, parse_config, spec_from_onnx
+
+    spec = spec_from_onnx(make_tiny_onnx(tmp_path / "tiny_bdyn.fp32.onnx"))
+    assert batching(spec) == Batching(64, (8, 64), 100, True)
+    assert batching(spec, 2000, dynamic=False) == Batching(64, (8, 64), 0, False)
+    repo_cfg = parse_config(config_text(spec, "m"))
+    for b in (batching(spec, 2000), batching(spec, dynamic=False)):
+        cfg = parse_config(config_text(spec, "m", 1, "cpu", batch=b, backend="python",
+                                       parameters={"artifact": "/x/tiny.onnx"}))
+        assert cfg.backend == "python" and not cfg.platform and cfg.parameters["artifact"].string_value == "/x/tiny.onnx"
+        assert cfg.max_batch_size == repo_cfg.max_batch_size == 64
+        assert list(cfg.input[0].dims) == list(repo_cfg.input[0].dims) == [3, 32, 32]
+        assert cfg.HasField("dynamic_batching") == b.dynamic
+        if b.dynamic:
+            assert list(cfg.dynamic_batching.preferred_batch_size) == list(repo_cfg.dynamic_batching.preferred_batch_size)
+            assert cfg.dynamic_batching.max_queue_delay_microseconds == 2000
+    static = spec_from_onnx(make_tiny_onnx(tmp_path / "tiny_b1.fp32.onnx", batch=1))
+    assert batching(static) == Batching(0, (), 0, False)
+    with pytest.raises(ValueError, match="queue delay must be >= 0"):
+        batching(spec, -1)
+
+
 # ---------------------------------------------------------------------------------------------- plans
 
 

@@ -54,6 +54,7 @@ EXIT_CODES: dict[type[TwinsError], int] = {
     errors.WorkerError: EXIT_ERROR,
     errors.InputFileError: EXIT_ERROR,
     errors.UsageError: EXIT_ERROR,
+    errors.ServeError: EXIT_ERROR,  # twins-serve: the server did not start, load its model or stay up
     errors.TwinsError: EXIT_ERROR,
 }
 
