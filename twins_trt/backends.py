@@ -5,12 +5,18 @@ One naming scheme: ``<runtime>[-<provider>][-<precision>]``, precision fp32 when
     torch            PyTorch eager fp32 (on --device: cuda when visible, else cpu)
     torch-compile    torch.compile fp32 (same device)
     torch-fp16       PyTorch eager under fp16 autocast (CUDA only)
-    ort-cpu[-fp16|-int8]   ONNX Runtime, CPU execution provider, on the fp32/fp16/int8 ONNX
-    ort-cuda[-fp16|-int8]  ONNX Runtime, CUDA execution provider
-    ort-trt[-fp16|-int8]   ONNX Runtime, TensorRT execution provider
-    trt-fp32|trt-fp16|trt-int8   TensorRT engine (TrtRunner) built from that ONNX
-    openvino[-fp16|-int8]  OpenVINO on the CPU (the CPU's compiled engine) on the fp32/fp16/int8 ONNX, f32 hint
+    ort-cpu[-fp16|-int8|-fp8]   ONNX Runtime, CPU execution provider, on the fp32/fp16/int8/fp8 ONNX
+    ort-cuda[-fp16|-int8|-fp8]  ONNX Runtime, CUDA execution provider
+    ort-trt[-fp16|-int8|-fp8]   ONNX Runtime, TensorRT execution provider
+    trt-fp32|trt-fp16|trt-int8|trt-fp8   TensorRT engine (TrtRunner) built from that ONNX (fp8: compute
+                           capability >= 8.9, i.e. Ada, Hopper, Blackwell)
+    openvino[-fp16|-int8|-fp8]  OpenVINO on the CPU (the CPU's compiled engine) on that ONNX, f32 hint
     openvino-bf16          OpenVINO on the fp32 ONNX with the bf16 precision hint (CPUs with native bf16 only)
+
+FP8 on a CPU is emulated, for accuracy, never for speed: ort-cpu-fp8 runs the FP8 Q/DQ pairs as they are written
+(rounding to FLOAT8E4M3FN, then the MatMul/Conv in FP16/FP32; ONNX Runtime has no FP8 kernels, and opens the
+graph at ORT_ENABLE_BASIC), openvino-fp8 as FakeConvert rounding with f32 kernels (its runtime-precision
+report says so). Neither is in the `cpu` group; name them.
 
 `precision` is always the artifact's; `hint` is what OpenVINO is asked to compute in.
 
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from twins_trt.export import PRECISIONS
+from twins_trt.qdq import FORMATS  # the quantized precisions (int8, fp8): calibrated exports
 
 ORT_PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                       "trt": "TensorrtExecutionProvider"}
@@ -78,7 +85,7 @@ GROUPS: dict[str, list[str]] = {
     "cpu": ["torch", "torch-compile", "ort-cpu", "ort-cpu-fp16", "ort-cpu-int8", "openvino", "openvino-bf16",
             "openvino-fp16", "openvino-int8"],
     "gpu": ["torch", "torch-fp16", "torch-compile", "ort-cuda", "ort-cuda-fp16", "ort-trt", "ort-trt-fp16",
-            "ort-trt-int8", "trt-fp32", "trt-fp16", "trt-int8"],
+            "ort-trt-int8", "trt-fp32", "trt-fp16", "trt-int8", "trt-fp8"],
     "all": list(BACKENDS),
 }
 ALIASES = {"ort-cpu-fp32": "ort-cpu", "ort-cuda-fp32": "ort-cuda", "ort-trt-fp32": "ort-trt", "torch-fp32": "torch",
@@ -144,6 +151,7 @@ class Capabilities:
     openvino_why: str = "OpenVINO"
     bf16: bool = False  # native bf16 arithmetic (avx512_bf16 / AMX) that OpenVINO offers
     bf16_why: str = "this CPU has no native bf16"
+    fp8_refused: str | None = None  # why TensorRT's device cannot build FP8 engines (compute capability < 8.9)
 
     @classmethod
     def detect(cls) -> Capabilities:
@@ -166,7 +174,13 @@ class Capabilities:
         ok, why = tensorrt_status()
         ov_ok, ov_why = openvino_status()
         bf16, bf16_why = bf16_status()
-        return cls(cuda, gpu, providers, ok, why, ov_ok, ov_why, bf16, bf16_why)
+        fp8_refused = None
+        if ok:
+            from twins_trt.trt import load_tensorrt
+            from twins_trt.trt.engine_meta import device_info, fp8_refusal
+
+            fp8_refused = fp8_refusal(device_info(load_tensorrt()))
+        return cls(cuda, gpu, providers, ok, why, ov_ok, ov_why, bf16, bf16_why, fp8_refused)
 
 
 def skip_reason(b: Backend, caps: Capabilities, device: str = "auto") -> str | None:
@@ -186,10 +200,14 @@ def skip_reason(b: Backend, caps: Capabilities, device: str = "auto") -> str | N
             return f"ONNX Runtime's {prov} needs a GPU and {no_gpu}"
         if b.provider == "trt" and not caps.tensorrt_ok:
             return f"ONNX Runtime's {prov} needs the TensorRT libraries: {caps.tensorrt_why}"
+        if b.provider == "trt" and b.precision == "fp8" and caps.fp8_refused:
+            return caps.fp8_refused
         return None
     if b.runtime == "trt":
         if not caps.tensorrt_ok:
             return caps.tensorrt_why
+        if b.precision == "fp8" and caps.fp8_refused:
+            return caps.fp8_refused
         return None
     if b.runtime == "openvino":
         if not caps.openvino_ok:
@@ -259,9 +277,10 @@ def plan_run(backends: list[Backend], caps: Capabilities, device: str = "auto", 
         backends = [BACKENDS[REFERENCE], *backends]
     for b in backends:
         why = skip_reason(b, caps, device)
-        if why is None and b.precision == "int8" and b.needs_onnx and not (can_calibrate or int8_available):
-            why = ("INT8 needs a calibrated ONNX: pass --calib-data DIR (real images) or --calib-synthetic "
-                   "(random data: fine for speed, not for accuracy)")
+        if why is None and b.precision in FORMATS and b.needs_onnx and not (
+                can_calibrate or (int8_available and b.precision == "int8")):
+            why = (f"{FORMATS[b.precision].label} needs a calibrated ONNX: pass --calib-data DIR (real images) or "
+                   "--calib-synthetic (random data: fine for speed, not for accuracy)")
         if why is not None:
             plan.skipped[b.name] = why
             continue

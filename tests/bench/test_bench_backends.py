@@ -77,8 +77,8 @@ def test_reasons_name_the_missing_piece():
 def test_plan_on_a_gpu_machine_needs_onnx_and_engines():
     plan = plan_run(parse_backends("gpu"), GPU, can_calibrate=True)
     assert names(plan.run) == GROUPS["gpu"] and not plan.skipped
-    assert plan.onnx_precisions == ["fp32", "fp16", "int8"]
-    assert plan.engine_precisions == ["fp32", "fp16", "int8"]
+    assert plan.onnx_precisions == ["fp32", "fp16", "int8", "fp8"]  # trt-fp8: the hand-made GPU builds FP8
+    assert plan.engine_precisions == ["fp32", "fp16", "int8", "fp8"]
 
 
 def test_plan_on_this_cpu_skips_gpu_and_exports_only_what_runs():

@@ -37,24 +37,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .pth/.pt/.safetensors checkpoint, or 'timm'; none = random (warned)")
     p.add_argument("--fp16", action="store_true", help="also write a mixed-precision FP16 ONNX (ModelOpt AutoCast)")
     p.add_argument("--int8", action="store_true", help="also write an INT8 Q/DQ ONNX (ModelOpt PTQ); needs --calib-data")
+    p.add_argument("--fp8", action="store_true",
+                   help="also write an FP8 (E4M3) Q/DQ ONNX (ModelOpt PTQ) for GPUs of compute capability >= 8.9 "
+                        "(Ada, Hopper, Blackwell); needs --calib-data, calibrated and budgeted as INT8 is")
+    p.add_argument("--fp8-attention", action="store_true",
+                   help="with --fp8: FP8 on the attention MatMuls and Softmax too (ModelOpt's fused-MHA placement); "
+                        "default: FP8 on the linear layers and convolutions only, attention in FP16")
     p.add_argument("--calib-data", type=input_dir, default=None, help="folder of calibration images, searched recursively")
     p.add_argument("--calib-synthetic", action="store_true", help="calibrate INT8 on random data (poor accuracy; warned)")
     p.add_argument("--calib-method", choices=("entropy", "max"), default="entropy")
     p.add_argument("--calib-size", type=positive_int, default=64,
                    help="number of images read from --calib-data; --int8-holdout of them are held out to verify INT8")
-    p.add_argument("--int8-budget", default=DEFAULT_INT8_BUDGET, metavar="METRIC>=BOUND",
-                   help="INT8 accuracy budget vs FP32 on the held-out images: cosine>=0.995 (mean per-sample cosine) or "
-                        "agreement>=0.99 (top-1 agreement); when all-INT8 misses it, the most sensitive regions stay FP16")
-    p.add_argument("--int8-holdout", type=float, default=0.25, metavar="FRACTION",
-                   help="share of the calibration images held out (never calibrated on) to verify INT8; each is "
-                        "also used mirrored")
-    p.add_argument("--int8-sensitivity", action="store_true",
-                   help="write the per-region INT8 sensitivity report (<stem>.int8.sensitivity.json/.png) even when "
+    p.add_argument("--quant-budget", default=None, metavar="METRIC>=BOUND",
+                   help="accuracy budget of every quantized precision (INT8, FP8) vs FP32 on the held-out images: "
+                        "cosine>=0.995 (mean per-sample cosine) or agreement>=0.99 (top-1 agreement); when the "
+                        f"all-quantized graph misses it, the most sensitive regions stay FP16; unset: {DEFAULT_INT8_BUDGET}")
+    p.add_argument("--int8-budget", default=None, metavar="METRIC>=BOUND",
+                   help="INT8's budget alone (overrides --quant-budget for INT8)")
+    p.add_argument("--fp8-budget", default=None, metavar="METRIC>=BOUND",
+                   help="FP8's budget alone (overrides --quant-budget for FP8)")
+    p.add_argument("--int8-holdout", "--quant-holdout", type=float, default=0.25, metavar="FRACTION",
+                   help="share of the calibration images held out (never calibrated on) to verify INT8 and FP8; each "
+                        "is also used mirrored")
+    p.add_argument("--int8-sensitivity", "--quant-sensitivity", action="store_true",
+                   help="write the per-region sensitivity report (<stem>.int8|fp8.sensitivity.json/.png) even when "
                         "the budget is met")
-    p.add_argument("--no-int8-fallback", dest="int8_fallback", action="store_false",
-                   help="when all-INT8 misses the budget, fail (nothing written) instead of searching for FP16 regions")
-    p.add_argument("--int8-regions", choices=("layer", "kind"), default="layer",
+    p.add_argument("--no-int8-fallback", "--no-quant-fallback", dest="int8_fallback", action="store_false",
+                   help="when all-INT8 (all-FP8) misses the budget, fail (nothing written) instead of searching for "
+                        "FP16 regions")
+    p.add_argument("--int8-regions", "--quant-regions", choices=("layer", "kind"), default="layer",
                    help="sensitivity regions: each block's sub-layers, or each sub-layer kind across blocks (quicker)")
+    p.add_argument("--int8-sensitivity-method", "--quant-sensitivity-method", choices=("local", "loo"),
+                   default="local", dest="sensitivity_method",
+                   help="how the budget's search ranks the regions: 'local' ranks all by their own quantization "
+                        "error in one pass and confirms the largest leave-one-out (quick), 'loo' leaves every region "
+                        "out in turn (one trial per region: the reference the quick ranking is checked against)")
     p.add_argument("--fp16-data-max", type=float, default=512.0,
                    help="AutoCast keeps in FP32 every node whose |I/O| exceeds this on the calibration images")
     g = p.add_mutually_exclusive_group()
@@ -90,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    precisions = ("fp32",) + (("fp16",) if args.fp16 else ()) + (("int8",) if args.int8 else ())
+    precisions = ("fp32",) + tuple(p for p in ("fp16", "int8", "fp8") if getattr(args, p))
     opts = ExportOptions(
         variant=args.variant, out_dir=args.out_dir, weights=args.weights, precisions=precisions, batch=args.batch,
         dynamic_batch=args.dynamic_batch, img_size=args.img_size, dynamic_shape=args.dynamic_shape,
@@ -98,8 +115,9 @@ def _main(args: argparse.Namespace) -> int:
         calib_size=args.calib_size, calib_synthetic=args.calib_synthetic, fp16_io=args.fp16_io,
         verify_samples=args.verify_samples, progress=not args.quiet,
         task=args.task, seg_head=args.seg_head, num_classes=args.num_classes, seg_output=args.seg_output,
-        int8_budget=args.int8_budget, int8_sensitivity=args.int8_sensitivity, int8_regions=args.int8_regions,
-        int8_fallback=args.int8_fallback,
+        int8_budget=args.int8_budget or args.quant_budget, fp8_budget=args.fp8_budget or args.quant_budget,
+        fp8_attention=args.fp8_attention, int8_sensitivity=args.int8_sensitivity, int8_regions=args.int8_regions,
+        int8_fallback=args.int8_fallback, sensitivity_method=args.sensitivity_method,
         holdout=args.int8_holdout, fp16_data_max=args.fp16_data_max,
     )
     res = export_variant(opts, on_step=None if args.quiet else lambda m: print(f"[twins-export] {m}", file=sys.stderr))
@@ -147,10 +165,10 @@ def _main(args: argparse.Namespace) -> int:
         written = write_triton_repo(list(res.artifacts.values()), args.triton_repo)
         print(f"Triton model repository: {', '.join(str(w) for w in written)}")
 
-    if not args.no_build and any(p in res.artifacts for p in ("fp16", "int8")):
+    if not args.no_build and any(p in res.artifacts for p in ("fp16", "int8", "fp8")):
         from twins_trt.trt.build import try_build_after_export
 
-        for precision in ("fp16", "int8"):
+        for precision in ("fp16", "int8", "fp8"):
             if precision in res.artifacts:
                 print(try_build_after_export(res.artifacts[precision], args.engines_dir)[1])
     return 0

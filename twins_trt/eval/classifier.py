@@ -23,6 +23,7 @@ from twins_trt.eval import backends as eval_backends
 from twins_trt.eval.dataset import ImageFolder, image_folder, iter_chunks
 from twins_trt.eval.report import RANDOM_WEIGHTS_WARNING, EvalReport
 from twins_trt.eval.results import accumulate, finish
+from twins_trt.export.options import QUANTIZED
 from twins_trt.models import resolve_variant
 from twins_trt.models.preprocessing import classification
 
@@ -97,8 +98,8 @@ def reference_model(opts: EvalOptions):
 
 
 def warn_calibration_source(opts: EvalOptions) -> None:
-    if opts.calib_dir is None and not opts.calib_synthetic and any(b.precision == "int8" for b in opts.backend_list):
-        warnings.warn(f"twins_trt: INT8 is calibrated on the evaluation folder itself ({opts.data}) unless an "
+    if opts.calib_dir is None and not opts.calib_synthetic and any(b.precision in QUANTIZED for b in opts.backend_list):
+        warnings.warn(f"twins_trt: INT8 (and FP8) is calibrated on the evaluation folder itself ({opts.data}) unless an "
                       "existing artifact is reused, which flatters INT8 accuracy; pass --calib-data DIR with "
                       "other images", stacklevel=3)
 
@@ -140,7 +141,7 @@ def summarize(slots: list[eval_backends.Slot], used: list[Path]) -> None:
     ref = slots[0].result
     for s in slots:
         finish(s.result, None if s.result is ref else ref)
-        if s.manifest is not None and s.backend.precision == "int8":
+        if s.manifest is not None and s.backend.precision in QUANTIZED:
             s.result.calibration = eval_backends.calibration_info(s.manifest, used)
 
 
@@ -161,7 +162,7 @@ def describe(opts: EvalOptions, ds: ImageFolder, used: list[Path], slots: list[e
                  "images_found": len(ds.samples), "images_used": len(used), "limit": opts.limit},
         "batch": opts.batch,
         "calibration_source": (("synthetic" if opts.calib_synthetic else opts.calib_source_dir)
-                               if any(s.backend.precision == "int8" for s in slots) else None),
+                               if any(s.backend.precision in QUANTIZED for s in slots) else None),
         "artifacts": {s.result.name: s.result.artifact for s in slots},
         "preprocessing": {**classification(opts.cfg).to_dict(), "size": list(opts.img_size)},
         "created": artifacts.now_iso(),

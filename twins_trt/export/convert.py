@@ -25,6 +25,7 @@ import torch
 
 from twins_trt.data import random_inputs
 from twins_trt.errors import CalibrationDataError, ExportError, one_line
+from twins_trt.export.fp8 import quantize_options
 from twins_trt.export.options import ExportOptions, metadata_for, set_metadata
 from twins_trt.export.overflow import (
     FP16_MAX,
@@ -222,15 +223,16 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
             quantize(str(src), quantize_mode=precision, calibration_data_reader=reader,
                      calibration_method=opts.calib_method, calibration_eps=["cpu"], output_path=str(dst),
                      log_level="ERROR", opset=opts.opset, direct_io_types=opts.fp16_io,
-                     nodes_to_exclude=exclude_patterns(exclude or []))
+                     nodes_to_exclude=exclude_patterns(exclude or []), **quantize_options(precision, opts))
     except Exception as e:  # ModelOpt raises whatever its dependencies raise
         raise ExportError(f"ModelOpt {precision.upper()} quantization failed on {src.name}: {one_line(e)}") from e
     proto = onnx.load(str(dst))
     if cache:
         got = set(activation_scales(proto))
-        if (got != set(cache)) if not exclude else not got <= set(cache):
-            # one sample gave a different set of quantized activations: the cache does not describe this
-            # graph, so calibrate for real rather than mix cached and one-sample scales
+        if not got <= set(cache):
+            # one sample gave quantized activations the cache lacks: the cache does not describe this graph, so
+            # calibrate for real rather than mix cached and one-sample scales (a cache may hold more than a graph
+            # uses: FP16 regions excluded, or an INT8 cache serving FP8, which quantizes fewer tensors)
             log.info("calibration cache does not cover this graph's activations; recalibrating")
             return to_int8(src, dst, opts, calib, None, exclude, precision)
         apply_scales(proto, {k: cache[k] for k in got})

@@ -13,9 +13,11 @@ from twins_trt.errors import AccuracyBudgetError, CalibrationDataError, ExportEr
 from twins_trt.export.int8 import budget  # budget.DEFAULT_INT8_BUDGET read when options are made (tests patch it)
 from twins_trt.models import check_input_size, resolve_variant
 from twins_trt.models.preprocessing import Preprocessing, for_task
+from twins_trt.qdq import FORMATS
 
-PRECISIONS = ("fp32", "fp16", "int8")
-MIN_OPSET, INT8_MIN_OPSET = 18, 19
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+QUANTIZED = tuple(FORMATS)  # int8, fp8: calibrated on images, judged on held-out ones against a budget
+MIN_OPSET, INT8_MIN_OPSET = 18, 19  # ModelOpt's INT8 and FP8 Q/DQ both need opset >= 19
 DEFAULT_OPSET = 20  # GELU as one Gelu node; LayerNormalization since 17
 META = "twins_trt."
 
@@ -45,9 +47,14 @@ class ExportOptions:
     num_classes: int | None = None  # seg: None takes it from the checkpoint (else 150)
     seg_output: str = "input"  # seg: logits resized to the input ("input") or at stride 4 ("stride4")
     int8_budget: str | None = None  # "cosine>=0.995" / "agreement>=0.99"; None = budget.DEFAULT_INT8_BUDGET
+    fp8_budget: str | None = None  # the same for FP8; None = budget.DEFAULT_INT8_BUDGET
+    fp8_attention: bool = False  # FP8 Q/DQ on the attention MatMuls and Softmax too (ModelOpt's MHA placement), not
+    # only on the linear layers and convolutions; measured in README "FP8", which says why linear-only is the default
     int8_sensitivity: bool = False  # always write the per-region sensitivity report
     int8_fallback: bool = True  # budget missed: search for FP16 regions (False: write all-INT8 or fail verification)
     int8_regions: str = "layer"  # sensitivity regions: one per block and sub-layer ("layer") or per kind ("kind")
+    sensitivity_method: str = "local"  # how regions are ranked (int8 and fp8): one local-error pass confirmed by a
+    # few leave-one-out trials ("local"), or leave-one-out for every region ("loo"); export.int8.search.METHODS
     holdout: float = 0.25  # share of the calibration images held out to verify INT8 on (never calibrated on)
     fp16_data_max: float = 512.0  # AutoCast's data_max: nodes whose I/O exceeds it on the images stay FP32
 
@@ -65,21 +72,31 @@ class ExportOptions:
             raise ValueError(f"unknown precision(s) {unknown}; expected some of {', '.join(PRECISIONS)}")
         if self.opset < MIN_OPSET:
             raise ExportError(f"opset {self.opset} is too old: use {MIN_OPSET} or newer (the exporter writes 18 natively)")
-        if "int8" in self.precisions and self.opset < INT8_MIN_OPSET:
-            raise ExportError(f"INT8 needs opset >= {INT8_MIN_OPSET} for ModelOpt's Q/DQ; got --opset {self.opset}")
+        quantized = [p for p in QUANTIZED if p in self.precisions]
+        for p in quantized:
+            if self.opset < INT8_MIN_OPSET:
+                raise ExportError(f"{p.upper()} needs opset >= {INT8_MIN_OPSET} for ModelOpt's Q/DQ; got --opset "
+                                  f"{self.opset}")
         if self.calib_method not in ("entropy", "max"):
             raise ValueError(f"calibration method must be 'entropy' or 'max', got {self.calib_method!r}")
-        if "int8" in self.precisions and self.calib_dir is None and not self.calib_synthetic:
+        if quantized and self.calib_dir is None and not self.calib_synthetic:
             raise CalibrationDataError(
-                "--int8 needs real calibration images: pass --calib-data DIR (a folder of jpg/png/webp, searched "
-                "recursively); --calib-synthetic calibrates on random data instead, which gives a poor INT8 model"
+                f"--{quantized[0]} needs real calibration images: pass --calib-data DIR (a folder of jpg/png/webp, "
+                f"searched recursively); --calib-synthetic calibrates on random data instead, which gives a poor "
+                f"{quantized[0].upper()} model"
             )
-        self.budget = budget.parse_budget(self.int8_budget or budget.DEFAULT_INT8_BUDGET)
-        if self.budget.metric == "agreement" and self.features:
-            raise AccuracyBudgetError(f"--int8-budget {self.budget}: a backbone (--features) has no class logits to "
-                                      "agree on; use a cosine budget, e.g. cosine>=0.99")
+        self.budgets = {p: budget.parse_budget(getattr(self, f"{p}_budget") or budget.DEFAULT_INT8_BUDGET, p)
+                        for p in QUANTIZED}
+        self.budget = self.budgets["int8"]
+        for p in quantized:
+            b = self.budgets[p]
+            if b.metric == "agreement" and self.features:
+                raise AccuracyBudgetError(f"--{p}-budget {b}: a backbone (--features) has no class logits to "
+                                          "agree on; use a cosine budget, e.g. cosine>=0.99")
         if self.int8_regions not in ("layer", "kind"):
             raise ValueError(f"sensitivity regions must be 'layer' or 'kind', got {self.int8_regions!r}")
+        if self.sensitivity_method not in ("local", "loo"):
+            raise ValueError(f"sensitivity method must be 'local' or 'loo', got {self.sensitivity_method!r}")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.dynamic_batch is not None:
@@ -107,7 +124,7 @@ class ExportOptions:
 
     @property
     def calibration(self) -> Calibration:
-        """Where INT8's images come from, as one value (a folder wins over --calib-synthetic, as the loader does)."""
+        """Where INT8's (and FP8's) images come from, as one value (a folder wins over --calib-synthetic, as the loader does)."""
         return Calibration(self.calib_dir, self.calib_synthetic and self.calib_dir is None, self.calib_size)
 
     @property

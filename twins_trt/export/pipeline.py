@@ -148,7 +148,7 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
                     shutil.move(tmp, kept)
                     write_manifest(kept, opts, precision, rep, ver, weights_sha, time.perf_counter() - t0, extra)
                 hint = (" (hold more images out, or see the sensitivity report: --int8-sensitivity)"
-                        if precision == "int8" else "")
+                        if precision in ("int8", "fp8") else "")
                 raise VerificationError(f"{final.name} failed verification, nothing written: {ver.line()}{hint}")
             extra = {**(extra or {}), **(check_export_artifact(tmp, precision, model, opts, verify_on, say, **how) or {})}
         res.seconds[precision] = time.perf_counter() - t0
@@ -174,4 +174,6 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
         produce("fp16", build_fp16)
     if "int8" in opts.precisions:
         export_quantized("int8", opts, res, fp32_path, calib, calib_files, produce, say)
+    if "fp8" in opts.precisions:  # the same stage, calibration images and held-out split; its own budget
+        export_quantized("fp8", opts, res, fp32_path, calib, calib_files, produce, say, opts.budgets["fp8"])
     return res

@@ -21,6 +21,8 @@ from twins_trt import artifacts
 from twins_trt.errors import AccuracyBudgetError
 from twins_trt.export.calibration import calibration_data
 from twins_trt.export.convert import calibration_key, read_cache, to_int8
+from twins_trt.export.fp8 import describe as describe_fp8
+from twins_trt.export.fp8 import scales_from_int8
 from twins_trt.export.int8.budget import Budget, HeldOut, heldout_samples, split_holdout
 from twins_trt.export.int8.regions import find_regions, mac_share, node_macs
 from twins_trt.export.int8.report import format_table, write_report
@@ -52,6 +54,12 @@ def export_quantized(precision: str, opts: ExportOptions, res, fp32_path: Path, 
     key = calibration_key(artifacts.sha256_file(fp32_path), calib_files, opts)
     cache_path = out_dir / f"{opts.stem}.{precision}.calib.json"
     cache = read_cache(cache_path, key)
+    scales_from = cache_path.name if cache else None
+    if cache is None and precision == "fp8":  # INT8's calibration of the same graph, images and method serves FP8
+        int8_path = out_dir / f"{opts.stem}.int8.calib.json"
+        int8 = read_cache(int8_path, key)
+        if int8:
+            cache, scales_from = scales_from_int8(int8), int8_path.name
     say(f"quantizing to {label} with ModelOpt ({opts.calib_method} calibration on {len(calib)} "
         f"{'real' if calib_files else 'SYNTHETIC'} sample(s){', scales from cache' if cache else ''}; "
         f"{len(held_idx)} image(s) held out -> {len(held)} verification samples with mirrors; budget {budget})")
@@ -67,6 +75,7 @@ def export_quantized(precision: str, opts: ExportOptions, res, fp32_path: Path, 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{opts.stem}.{precision}-") as work:
         qdq, scales, reused = to_int8(fp32_path, Path(work) / "all.onnx", opts, calib, cache, precision=precision)
     calibration["cache_reused"] = reused
+    calibration["scales_from"] = scales_from if reused else None
     if not reused:
         artifacts.write_json_atomic(cache_path, {"key": key, "method": opts.calib_method, "scales": scales})
 
@@ -80,6 +89,8 @@ def export_quantized(precision: str, opts: ExportOptions, res, fp32_path: Path, 
     share_key = f"{precision}_mac_share"
     info: dict = {"precision": precision, "budget": str(budget), f"all_{precision}": all_q.to_dict(),
                   "fp16_regions": [], "fp16_nodes": [], share_key: mac_share(qdq, macs, precision)}
+    if precision == "fp8":
+        info.update(describe_fp8(opts))  # where FP8 sits (attention or not), ModelOpt's options
     res.budgets[precision] = info
     exclude: list[str] = []
     found = None

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from twins_trt.export.options import ExportOptions
 
 # precision -> (metric, bound): fp32 must match to the last digits; reduced precisions by direction
-TOLERANCES = {"fp32": ("max_abs", 1e-4), "fp16": ("cosine", 0.999), "int8": ("cosine", 0.99)}
+TOLERANCES = {"fp32": ("max_abs", 1e-4), "fp16": ("cosine", 0.999), "int8": ("cosine", 0.99), "fp8": ("cosine", 0.99)}
 
 
 @dataclass

@@ -5,7 +5,10 @@ Each node of `compiled_model.get_runtime_model()` carries its layer type, its ru
 MatMul/Convolution of the model OpenVINO compiled is traced to the executed node that ran it; its
 MACs come from its static shapes. A layer is *meant* to be INT8 when the ONNX makes it an INT8 node
 (`twins_trt.qdq`: one of its inputs comes from a DequantizeLinear, through shape-only ops at most): if it
-ran in another precision the report names it. Nothing here imports OpenVINO at module level.
+ran in another precision the report names it. A layer meant to be FP8 (FLOAT8E4M3FN Q/DQ) is counted the same way:
+OpenVINO reads FP8 Q/DQ as FakeConvert (rounding to f8e4m3, weights stored as f8e4m3) and, on CPUs without FP8
+arithmetic, runs the MatMul/Conv itself in f32, which the report says (`fp8_converts`: the executed f8e4m3 nodes).
+Nothing here imports OpenVINO at module level.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 COMPUTE_OPS = ("MatMul", "Convolution", "GroupConvolution")  # ov op types whose MACs are counted
 # runtime layer types that execute a MatMul/Conv (Subgraph: OpenVINO's fused attention / MLP kernels)
 EXEC_TYPES = ("FullyConnected", "Convolution", "MatMul", "Subgraph", "GroupConvolution", "Deconvolution", "Gemm")
-PRECISION_CLASS = {"i8": "int8", "u8": "int8", "bf16": "bf16", "f16": "fp16", "f32": "fp32"}
+PRECISION_CLASS = {"i8": "int8", "u8": "int8", "bf16": "bf16", "f16": "fp16", "f32": "fp32", "f8e4m3": "fp8",
+                   "f8e5m2": "fp8"}
 FUSABLE_AFTER = ("Add", "Multiply", "Convert", "Subtract")  # ops a runtime node fuses after a MatMul/Conv
 
 
@@ -31,12 +35,14 @@ class LayerPrecision:
     executed_as: str | None  # the runtime node that ran it
     layer_type: str | None  # its runtime layer type (FullyConnected, Convolution, Subgraph, ...)
     meant_int8: bool = False
+    meant_fp8: bool = False  # FP8 Q/DQ (FLOAT8E4M3FN) on its inputs in the ONNX
 
 
 @dataclass
 class PrecisionReport:
     input_shape: list[int]
     layers: list[LayerPrecision] = field(default_factory=list)
+    fp8_converts: int = 0  # executed nodes whose runtime precision is f8e4m3/f8e5m2 (FP8 rounding, FakeConvert)
 
     @property
     def total_macs(self) -> int:
@@ -63,6 +69,15 @@ class PrecisionReport:
         """Layers with Q/DQ on their inputs in the ONNX that did not run in INT8."""
         return [x for x in self.meant_int8 if x.precision != "int8"]
 
+    @property
+    def meant_fp8(self) -> list[LayerPrecision]:
+        return [x for x in self.layers if x.meant_fp8]
+
+    @property
+    def fp8_misses(self) -> list[LayerPrecision]:
+        """Layers with FP8 Q/DQ on their inputs in the ONNX whose MatMul/Conv did not run in FP8."""
+        return [x for x in self.meant_fp8 if x.precision != "fp8"]
+
     def summary(self) -> str:
         parts = ", ".join(f"{p} {d['layers']} ({d['mac_share']:.1%} of MACs)" for p, d in self.by_precision().items())
         line = (f"{len(self.layers)} MatMul/Conv layers, {self.total_macs / 1e9:.2f} GMAC at "
@@ -73,34 +88,49 @@ class PrecisionReport:
                     f"{len(self.meant_int8) - len(misses)}"
             if misses:
                 line += "; meant INT8 but ran " + ", ".join(f"{x.precision.upper()}: {x.name}" for x in misses)
+        if self.meant_fp8:
+            ran = len(self.meant_fp8) - len(self.fp8_misses)
+            line += f"; meant FP8 (FP8 Q/DQ in the ONNX): {len(self.meant_fp8)}, of which ran FP8: {ran}"
+            if self.fp8_misses:
+                kinds = sorted({x.precision.upper() for x in self.fp8_misses})
+                line += (f"; the other {len(self.fp8_misses)} ran {'/'.join(kinds)} on FP8-rounded inputs "
+                         f"({self.fp8_converts} f8e4m3 FakeConvert/Convert nodes executed): FP8 emulated, not FP8 "
+                         "arithmetic")
         return line
 
     def to_dict(self) -> dict:
         return {"input_shape": self.input_shape, "layers_total": len(self.layers), "macs_total": self.total_macs,
                 "by_precision": self.by_precision(), "meant_int8": len(self.meant_int8),
-                "int8_misses": [x.name for x in self.int8_misses], "summary": self.summary(),
+                "int8_misses": [x.name for x in self.int8_misses], "meant_fp8": len(self.meant_fp8),
+                "fp8_misses": len(self.fp8_misses), "fp8_converts": self.fp8_converts, "summary": self.summary(),
                 "layers": [asdict(x) for x in self.layers]}
 
 
 # ---------------------------------------------------------------------------------------------- the ONNX side
 
 
-def quantized_layers(onnx_model) -> set[str]:
-    """Names (node names and their output names) of the INT8 MatMul/Conv/Gemm nodes of the ONNX (`twins_trt.qdq`:
-    an operand from a DequantizeLinear, shape-only ops between allowed), the layers meant to run INT8.
+def quantized_layers(onnx_model, precision: str = "int8") -> set[str]:
+    """Names (node names and their output names) of the `precision` ("int8" | "fp8") MatMul/Conv/Gemm nodes of the
+    ONNX (`twins_trt.qdq`: an operand from a DequantizeLinear of that type, shape-only ops between allowed), the
+    layers meant to run in it.
 
     `onnx_model`: a path or an onnx.ModelProto.
     """
+    return {name for name, p in layer_formats(onnx_model).items() if p == precision}
+
+
+def layer_formats(onnx_model) -> dict[str, str]:
+    """Every quantized MatMul/Conv/Gemm of the ONNX by name (node and output names) -> "int8" or "fp8"."""
     import onnx
 
-    from twins_trt.qdq import int8_compute
+    from twins_trt.qdq import FORMATS, quantized_compute
 
     if isinstance(onnx_model, (str, os.PathLike)):
         onnx_model = onnx.load(str(onnx_model), load_external_data=False)
-    out: set[str] = set()
-    for n in int8_compute(onnx_model):
-        out.add(n.name)
-        out.update(n.output)
+    out: dict[str, str] = {}
+    for precision in FORMATS:
+        for n in quantized_compute(onnx_model, precision):
+            out.update(dict.fromkeys([n.name, *n.output], precision))
     return out
 
 
@@ -160,14 +190,17 @@ def _candidate_names(op, depth: int = 3) -> list[str]:
     return names
 
 
-def precision_report(model, compiled, quantized: set[str] | None = None) -> PrecisionReport:
+def precision_report(model, compiled, quantized: set[str] | dict[str, str] | None = None) -> PrecisionReport:
     """Trace every MatMul/Conv of `model` (the ov.Model that was compiled) to the node that executed it.
 
-    `quantized`: quantized_layers() of the ONNX it came from, to flag layers meant to be INT8.
+    `quantized`: layer_formats() of the ONNX it came from (name -> "int8" | "fp8"), or quantized_layers() (INT8
+    names), to flag layers meant to be INT8 or FP8.
     """
     where = _executed_nodes(compiled)
-    quantized = quantized or set()
+    formats = quantized if isinstance(quantized, dict) else dict.fromkeys(quantized or (), "int8")
     rep = PrecisionReport(_dims(model.inputs[0].get_partial_shape()) or [])
+    rep.fp8_converts = sum(PRECISION_CLASS.get(n.get_rt_info()["runtimePrecision"].astype(str)) == "fp8"
+                           for n in compiled.get_runtime_model().get_ordered_ops())
     for op in model.get_ordered_ops():
         if op.get_type_name() not in COMPUTE_OPS:
             continue
@@ -175,10 +208,11 @@ def precision_report(model, compiled, quantized: set[str] | None = None) -> Prec
         base = name.split("/")[0]
         entry = next((where[n] for n in _candidate_names(op) if n in where), None)
         outs = set().union(*(o.get_names() for o in op.outputs()))
-        meant = base in quantized or bool(outs & quantized)
+        meant = next((formats[n] for n in (base, *sorted(outs)) if n in formats), None)
         rp = entry[2] if entry else "unknown"
         rep.layers.append(LayerPrecision(base, op.get_type_name(), layer_macs(op), rp, PRECISION_CLASS.get(rp, rp),
-                                         entry[0] if entry else None, entry[1] if entry else None, meant))
+                                         entry[0] if entry else None, entry[1] if entry else None,
+                                         meant == "int8", meant == "fp8"))
     return rep
 
 

@@ -83,7 +83,7 @@ class OpenVinoRunner(Runner):
         self._model = None
         self._by_shape: dict[tuple[int, ...], _Compiled] = {}
         self._last: _Compiled | None = None
-        self._quantized: set[str] | None = None
+        self._quantized: dict[str, str] | None = None
         self._staged: np.ndarray | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -187,14 +187,14 @@ class OpenVinoRunner(Runner):
 
     def precision_report(self):
         """What ran in which precision for the last compiled shape (None before the first inference)."""
-        from twins_trt.runners.openvino_precision import precision_report, quantized_layers
+        from twins_trt.runners.openvino_precision import layer_formats, precision_report
 
         c = self._last
         if c is None:
             return None
         if c.report is None:
             if self._quantized is None:
-                self._quantized = quantized_layers(self.path)
+                self._quantized = layer_formats(self.path)  # INT8 and FP8 layers, by name
             c.report = precision_report(c.model, c.compiled, self._quantized)
         return c.report
 

@@ -43,7 +43,7 @@ class OrtRunner(Runner):
                 f"ONNX Runtime here lacks {', '.join(missing)} (available: {', '.join(ort.get_available_providers())})"
             )
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION[optimization_for(self.path)])
         if self.threads:
             opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
@@ -118,15 +118,33 @@ class OrtRunner(Runner):
 OPTIMIZATION = {"all": "ORT_ENABLE_ALL", "basic": "ORT_ENABLE_BASIC", "none": "ORT_DISABLE_ALL"}
 
 
-def cpu_session(model, *, optimization: str = "all", expose: set[str] | None = None):
+def optimization_for(model) -> str:
+    """The graph optimisation level ONNX Runtime runs `model` (an onnx.ModelProto or a path) at: "all", its default,
+    unless the graph's Q/DQ format asks for less (`twins_trt.qdq.FORMATS`): FP8 Q/DQ need "basic", because "all"
+    fuses a Q/DQ MatMul into MatMulIntegerToFloat, which has no FP8 type, and the session then fails to open.
+    The one place the level is chosen: every ONNX Runtime session here (OrtRunner, cpu_session) asks it."""
+    import onnx
+
+    from twins_trt.qdq import FORMATS, formats_in
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    wanted = {FORMATS[p].ort_optimization for p in formats_in(model)}
+    return next((level for level in ("none", "basic") if level in wanted), "all")
+
+
+def cpu_session(model, *, optimization: str | None = None, expose: set[str] | None = None):
     """An ONNX Runtime CPU session of `model` (an onnx.ModelProto or a path), quiet below errors.
 
     `optimization`: ONNX Runtime's graph optimizations, "all" (its default), "basic" or "none" (every tensor
-    computed as the graph has it). `expose`: tensors made outputs too, after the graph's own (sorted by name).
+    computed as the graph has it); None: the level the graph needs (`optimization_for`). `expose`: tensors made
+    outputs too, after the graph's own (sorted by name).
     """
     import onnx
     import onnxruntime as ort
 
+    if optimization is None:
+        optimization = optimization_for(model)
     if optimization not in OPTIMIZATION:
         raise ValueError(f"optimization must be one of {', '.join(OPTIMIZATION)}, got {optimization!r}")
     if expose:

@@ -32,9 +32,9 @@ from twins_trt.artifacts import (
     tool_versions,
     write_bytes_atomic,
 )
-from twins_trt.errors import BuildError, ProfileError, UnsupportedByTensorRTError
+from twins_trt.errors import BackendUnavailableError, BuildError, ProfileError, UnsupportedByTensorRTError
 from twins_trt.trt import build_command, build_hint, engine_paths, load_tensorrt, logger_for, tensorrt_major, tensorrt_status
-from twins_trt.trt.engine_meta import METADATA_FORMAT, device_info, is_emulated, metadata_path
+from twins_trt.trt.engine_meta import METADATA_FORMAT, device_info, fp8_refusal, is_emulated, metadata_path
 from twins_trt.trt.profile import OnnxInfo, Profile, profile_from_onnx, read_onnx_info
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,21 @@ def profiles_for_batches(profiles: dict[str, Profile], opt_batches: list[int] | 
     return out
 
 
+def refuse_fp8_below_ada(info: OnnxInfo, device: dict[str, str]) -> None:
+    """BackendUnavailableError, in one line naming the device and the requirement, for an ONNX with FP8 Q/DQ on a GPU
+    below compute capability 8.9 (TensorRT's builder refuses it there: "Networks with FP8 Q/DQ layers require
+    hardware with FP8 support"), before anything is built."""
+    import onnx
+
+    from twins_trt.qdq import formats_in
+
+    if info.precision != "fp8" and "fp8" not in formats_in(onnx.load(str(info.path), load_external_data=False)):
+        return
+    why = fp8_refusal(device)
+    if why:
+        raise BackendUnavailableError(f"twins-build refuses {info.path.name}: {why}")
+
+
 def build_engine(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "engines", *, batch: int | None = None,
                  profile: str | None = None, opt_batches: list[int] | None = None, workspace_gib: float | None = None,
                  opt_level: int | None = None, timing_cache: str | os.PathLike | None = None, verbose: bool = False,
@@ -238,6 +253,7 @@ def build_engine(onnx_path: str | os.PathLike, out_dir: str | os.PathLike = "eng
     opt_batches = sorted(set(opt_batches)) if opt_batches and len(set(opt_batches)) > 1 else None
     profiles = profiles_for_batches(base, opt_batches)
     device = device or device_info(trt)
+    refuse_fp8_below_ada(info, device)
     plan_path, meta_path = engine_paths(onnx_path, out_dir)
     ensure_dir(out_dir)  # fail before a long build, not after
     log.info("building %s -> %s: %s %s on %s, precision %s (from the ONNX), profile%s %s, workspace %s, "
@@ -322,6 +338,9 @@ def try_build_after_export(onnx_path: str | os.PathLike, out_dir: str | os.PathL
     ok, why = tensorrt_status(trt)
     if not ok:
         return False, f"no TensorRT engine built: {why}; on a GPU machine run: {build_hint(onnx_path, out_dir)}"
-    result = build_engine(onnx_path, out_dir, trt=trt)
+    try:
+        result = build_engine(onnx_path, out_dir, trt=trt)
+    except BackendUnavailableError as e:  # the device cannot take this precision (FP8 below 8.9): not news
+        return False, f"no TensorRT engine built: {e}"
     return True, (f"built {result.plan_path} ({result.metadata['engine_bytes'] / 2**20:.1f} MiB, "
                   f"{result.metadata['build_seconds']:.1f} s, {why})")

@@ -18,6 +18,7 @@ from twins_trt.artifacts import sha256_file
 from twins_trt.errors import BackendUnavailableError, EngineMismatchError
 
 METADATA_FORMAT = 2  # 2: `<stem>.plan.json`, one profile per optimised batch ("profiles"), "emulated"
+FP8_MIN_COMPUTE_CAPABILITY = (8, 9)  # TensorRT builds FP8 Q/DQ networks on Ada (8.9), Hopper (9.0), Blackwell (10.x, 12.x)
 
 
 def metadata_path(plan_path: str | os.PathLike) -> Path:
@@ -43,6 +44,20 @@ def device_info(trt: ModuleType | None = None) -> dict[str, str]:
 
     major, minor = torch.cuda.get_device_capability()
     return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
+
+
+def fp8_refusal(device: dict[str, str]) -> str | None:
+    """Why TensorRT cannot build (or run) an FP8 engine on `device` (`device_info()`), in one line; None when it can."""
+    cc = device.get("compute_capability") or "0.0"
+    try:
+        have = tuple(int(v) for v in cc.split(".")[:2])
+    except ValueError:
+        have = (0, 0)
+    if have >= FP8_MIN_COMPUTE_CAPABILITY:
+        return None
+    need = ".".join(map(str, FP8_MIN_COMPUTE_CAPABILITY))
+    return (f"FP8 engines need a GPU of compute capability >= {need} (Ada L4/L40S, Hopper H100/H200, Blackwell "
+            f"B200); {device.get('name')} has {cc}: build the FP16 or INT8 ONNX here instead, or this one on such a GPU")
 
 
 def read_engine_metadata(plan_path: str | os.PathLike) -> dict[str, Any]:
@@ -121,6 +136,6 @@ def opt_batches(metadata: dict[str, Any]) -> list[int]:
     return [next(iter(p.values()))["opt"][0] for p in engine_profiles(metadata)]
 
 
-__all__ = ["METADATA_FORMAT", "batch_range", "check_engine_compatible", "device_info", "engine_profiles",
-           "incompatibilities", "is_emulated", "metadata_path", "opt_batches", "read_engine_metadata",
-           "stale_reason"]
+__all__ = ["FP8_MIN_COMPUTE_CAPABILITY", "METADATA_FORMAT", "batch_range", "check_engine_compatible", "device_info",
+           "engine_profiles", "fp8_refusal", "incompatibilities", "is_emulated", "metadata_path", "opt_batches",
+           "read_engine_metadata", "stale_reason"]
