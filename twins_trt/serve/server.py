@@ -191,9 +191,12 @@ class Server:
             self.stop()
             raise
         except Exception as e:
-            problem = self.log_problem()
+            problem = f"{e}" if isinstance(e, OSError) else self.log_problem()
             self.stop()
             raise ServeError(f"Triton did not start serving {self.name} ({type(e).__name__}): {problem}") from e
+        except BaseException:  # Ctrl-C while the model loads: nothing left running
+            self.stop()
+            raise
         log.info("serving %s in %.1f s", self.name, time.perf_counter() - started)
         return self
 
