@@ -90,7 +90,8 @@ def test_fp8_sensitivity_report_is_written_beside_the_artifact(exported):
     assert report["precision"] == "fp8" and report["budget"] == FP8_BUDGET
     kinds = {r["kind"] for r in report["regions"]}
     assert {"patch_embed", "mlp.fc1", "mlp.fc2", "head"} <= kinds
-    assert all(r["samples"] == 8 for r in report["regions"])
+    measured = [r for r in report["regions"] if "samples" in r]  # left out one at a time (all, or those confirmed)
+    assert measured and all(r["samples"] == 8 for r in measured)
     assert exported.manifest["fp8"]["sensitivity_report"] == f"{stem}.fp8.sensitivity.json"
 
 
