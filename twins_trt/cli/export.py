@@ -68,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-regions", "--quant-regions", choices=("layer", "kind"), default="layer",
                    help="sensitivity regions: each block's sub-layers, or each sub-layer kind across blocks (quicker)")
     p.add_argument("--int8-sensitivity-method", "--quant-sensitivity-method", choices=("local", "loo"),
-                   default="local", dest="sensitivity_method",
-                   help="how the budget's search ranks the regions: 'local' ranks all by their own quantization "
-                        "error in one pass and confirms the largest leave-one-out (quick), 'loo' leaves every region "
-                        "out in turn (one trial per region: the reference the quick ranking is checked against)")
+                   default="loo", dest="sensitivity_method",
+                   help="how the budget's search ranks the regions: 'loo' leaves every region out in turn (one "
+                        "trial per region), 'local' ranks all by their own quantization error in one pass and "
+                        "confirms the 8 largest leave-one-out (quicker; agreement with loo still being measured)")
     p.add_argument("--fp16-data-max", type=float, default=512.0,
                    help="AutoCast keeps in FP32 every node whose |I/O| exceeds this on the calibration images")
     g = p.add_mutually_exclusive_group()

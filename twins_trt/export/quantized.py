@@ -26,7 +26,7 @@ from twins_trt.export.fp8 import scales_from_int8
 from twins_trt.export.int8.budget import Budget, HeldOut, heldout_samples, split_holdout
 from twins_trt.export.int8.regions import find_regions, mac_share, node_macs
 from twins_trt.export.int8.report import format_table, write_report
-from twins_trt.export.int8.search import rank, search, sensitivity
+from twins_trt.export.int8.search import CONFIRM, local_sensitivity, rank, search, sensitivity
 from twins_trt.export.options import ExportOptions
 from twins_trt.export.verify import resize_images, verification_shapes
 from twins_trt.qdq import quant_format, without_qdq
@@ -97,18 +97,27 @@ def export_quantized(precision: str, opts: ExportOptions, res, fp32_path: Path, 
     fallback = opts.int8_fallback and not all_q.meets(budget)
     if opts.int8_sensitivity or fallback:
         regions = find_regions(fp32, qdq, opts.int8_regions)
-        say(f"{precision} sensitivity: {len(regions)} regions, each left out of {label} alone, scored on "
-            f"{len(heldout)} samples" + (f" ({len(held)} at each of {len(held_at)} sizes)" if len(held_at) > 1 else ""))
-        scores = sensitivity(qdq, regions, heldout, opts.progress)
+        method = opts.sensitivity_method
+        if method == "loo":
+            say(f"{precision} sensitivity: {len(regions)} regions, each left out of {label} alone, scored on "
+                f"{len(heldout)} samples" + (f" ({len(held)} at each of {len(held_at)} sizes)" if len(held_at) > 1
+                                             else ""))
+            scores = sensitivity(qdq, regions, heldout, opts.progress)
+        else:
+            say(f"{precision} sensitivity: {len(regions)} regions ranked by their own {label} error in one pass over "
+                f"{len(held_at[0])} samples, the {min(CONFIRM, len(regions))} largest confirmed leave-one-out")
+            scores = local_sensitivity(qdq, regions, heldout, CONFIRM, opts.progress)
         res.sensitivity_tables[precision] = format_table(scores, all_q, budget, label)
         report_json = out_dir / f"{opts.stem}.{precision}.sensitivity.json"
-        extra: dict = {"precision": precision, "regions_by": opts.int8_regions, "heldout_samples": len(heldout),
+        extra: dict = {"precision": precision, "sensitivity_method": method, "regions_by": opts.int8_regions,
+                       "heldout_samples": len(heldout), "trials": sum(s.figures is not None for s in scores),
                        "seconds": round(time.perf_counter() - t0, 1)}
         if fallback:
             found = search(qdq, rank(scores, budget), regions, heldout, budget, all_q, opts.progress)
             found.seconds = time.perf_counter() - t0
             extra["search"] = found.to_dict()
-            info["search"] = {"trials": len(found.trials), "seconds": round(found.seconds, 1)}
+            info["search"] = {"method": method, "sensitivity_trials": extra["trials"], "trials": len(found.trials),
+                              "seconds": round(found.seconds, 1)}
         write_report(report_json, report_json.with_suffix(".png"), scores, all_q, budget, extra, label)
         info["sensitivity_report"] = report_json.name
         if found is not None:
@@ -121,7 +130,8 @@ def export_quantized(precision: str, opts: ExportOptions, res, fp32_path: Path, 
             exclude = [n for r in found.fp16_regions for n in regions[r].nodes]
             info.update(fp16_regions=found.fp16_regions, fp16_nodes=exclude)
             say(f"budget {budget} met with {len(found.fp16_regions)} region(s) in FP16 "
-                f"({', '.join(found.fp16_regions)}) after {len(found.trials)} trial(s), {found.seconds:.0f} s")
+                f"({', '.join(found.fp16_regions)}) after {extra['trials']} sensitivity and {len(found.trials)} search "
+                f"trial(s), {found.seconds:.0f} s")
 
     def build(tmp: Path) -> dict:
         info["built_by"] = "ModelOpt nodes_to_exclude" if exclude else "ModelOpt"

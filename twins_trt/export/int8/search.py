@@ -1,4 +1,11 @@
-"""Leave-one-out sensitivity and the FP16 fallback search.
+"""Sensitivity (leave-one-out, or local errors confirmed by leave-one-out) and the FP16 fallback search.
+
+Two methods rank the regions (`METHODS`):
+
+- `local` (the default): one pass measures every region's own quantization error (`local.local_errors`), then
+  the `confirm` regions with the largest are measured leave-one-out; those lead the ranking in that order, the
+  rest follow by local error. It costs about `confirm` + 2 inferences instead of one per region.
+- `loo`: every region measured leave-one-out (one session and one held-out inference per region).
 
 Sensitivity is measured *leave-one-out*: calibrate once, then for each region remove the Q/DQ pairs
 that feed its nodes from the calibrated graph, which is exactly "this region in FP16, everything
@@ -17,8 +24,12 @@ from dataclasses import dataclass
 import onnx
 
 from twins_trt.export.int8.budget import Budget, Figures, HeldOut
+from twins_trt.export.int8.local import local_errors
 from twins_trt.export.int8.regions import Region
 from twins_trt.qdq import without_qdq
+
+METHODS = ("local", "loo")
+CONFIRM = 8  # local: regions measured leave-one-out after the local pass
 
 
 @dataclass
@@ -27,11 +38,12 @@ class RegionScore:
     kind: str
     nodes: int
     mac_share: float
-    figures: Figures
+    figures: Figures | None  # left out alone, on the held-out samples (None: not measured)
+    local_error: float | None = None  # its own quantization error (`local.local_errors`), when measured
 
     def to_dict(self) -> dict:
         return {"region": self.region, "kind": self.kind, "nodes": self.nodes, "mac_share": self.mac_share,
-                **self.figures.to_dict()}
+                "local_error": self.local_error, **(self.figures.to_dict() if self.figures else {})}
 
 
 def sensitivity(qdq: onnx.ModelProto, regions: dict[str, Region], heldout: HeldOut,
@@ -49,13 +61,43 @@ def sensitivity(qdq: onnx.ModelProto, regions: dict[str, Region], heldout: HeldO
     return scores
 
 
+def local_sensitivity(qdq: onnx.ModelProto, regions: dict[str, Region], heldout: HeldOut, confirm: int = CONFIRM,
+                      progress: bool = True) -> list[RegionScore]:
+    """Every region's local error from one pass over the held-out samples (their first input size), then the
+    `confirm` regions with the largest left out of INT8 (FP8) one at a time, as `sensitivity` does."""
+    from tqdm import tqdm
+
+    total = sum(r.macs for r in regions.values()) or 1
+    errors = local_errors(qdq, regions, heldout.groups[0], heldout.optimization)
+    scores = [RegionScore(r.name, r.kind, len(r.nodes), r.macs / total, None, errors[r.name])
+              for r in regions.values()]
+    top = sorted(scores, key=lambda s: -s.local_error)[:confirm]
+    for s in tqdm(top, desc=f"{heldout.precision} sensitivity (confirm)", unit="region", disable=not progress,
+                  leave=False):
+        s.figures = heldout.score(without_qdq(qdq, set(regions[s.region].nodes)))
+    return scores
+
+
 def rank(scores: list[RegionScore], budget: Budget) -> list[RegionScore]:
-    """Most sensitive first: the largest recovery of the budget's figure when left out, then by cosine."""
+    """Most sensitive first: the regions measured left out (all of them with `loo`), by the largest recovery of the
+    budget's figure, then by cosine; then the others (`local`) by the largest local error."""
     def key(s: RegionScore):
+        if s.figures is None:
+            return (1, -(s.local_error or 0.0), 0.0)
         v = s.figures.top1_agreement if budget.metric == "agreement" else s.figures.cosine
-        return (-(v if v is not None else 0.0), -s.figures.cosine)
+        return (0, -(v if v is not None else 0.0), -s.figures.cosine)
 
     return sorted(scores, key=key)
+
+
+def spearman(a: list[str], b: list[str]) -> float:
+    """Spearman's rank correlation of two orderings of the same regions (1: the same order, -1: reversed)."""
+    if set(a) != set(b) or len(a) < 2:
+        raise ValueError("two orderings of the same (at least two) regions are needed")
+    pos = {r: i for i, r in enumerate(b)}
+    d = sum((i - pos[r]) ** 2 for i, r in enumerate(a))
+    n = len(a)
+    return 1 - 6 * d / (n * (n * n - 1))
 
 
 @dataclass
