@@ -7,6 +7,7 @@ import timm
 import torch
 
 import twins_trt.export.pipeline as core  # export_variant looks its conversions up here
+import twins_trt.export.quantized as quantized
 import twins_trt.export.verify as verify
 from twins_trt.cli.export import main
 from twins_trt.errors import CalibrationDataError, VerificationError
@@ -76,11 +77,11 @@ def test_failed_verification_leaves_no_artifact(tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_during_calibration_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
-    def interrupted(src, dst, opts, calib, cache):
+    def interrupted(src, dst, opts, calib, cache, *args, **kwargs):
         dst.write_bytes(b"half a model")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(core, "to_int8", interrupted)
+    monkeypatch.setattr(quantized, "to_int8", interrupted)  # the quantized stage's conversion
     code, _, err = run(capsys, "--variant", "svt_s", "--int8", "--calib-synthetic", "-o", tmp_path)
     assert code == 130 and "interrupted" in err
     names = leftovers(tmp_path)

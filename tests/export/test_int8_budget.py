@@ -166,9 +166,11 @@ def test_bad_budget_says_what_to_write(text):
         bud.parse_budget(text)
 
 
-def test_agreement_budget_needs_logits():
-    with pytest.raises(AccuracyBudgetError, match="no class logits"):
-        ExportOptions(variant="svt_s", features=True, int8_budget="agreement>=0.99")
+@pytest.mark.parametrize("precision", ["int8", "fp8"])
+def test_agreement_budget_needs_logits(precision):
+    with pytest.raises(AccuracyBudgetError, match=f"--{precision}-budget .*no class logits"):
+        ExportOptions(variant="svt_s", features=True, precisions=(precision,), calib_synthetic=True,
+                      **{f"{precision}_budget": "agreement>=0.99"})
 
 
 def test_held_out_split_never_overlaps_calibration():
