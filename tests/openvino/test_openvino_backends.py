@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from twins_trt.backends import BACKENDS, GROUPS, Capabilities, make_runner, parse_backends, plan_run, skip_reason
-from twins_trt.runners.openvino_runner import bf16_decision, bf16_status
+from twins_trt.runners.openvino_runner import bf16_decision, bf16_status, int8_decision
 
 OV = ["openvino", "openvino-bf16", "openvino-fp16", "openvino-int8"]
 WITH_BF16 = Capabilities(bf16=True, bf16_why="native bf16 (amx_bf16)")
@@ -57,6 +57,23 @@ def test_bf16_decision(caps, flags, native):
     assert ok is native and why
     if not native:
         assert "no native bf16" in why
+
+
+@pytest.mark.parametrize("flags, cap, exact", [
+    ({"avx2", "avx512f", "avx512_vnni"}, None, True),  # Cascade Lake and newer Xeons
+    ({"avx2", "avx_vnni"}, None, True),  # Alder Lake and newer clients
+    ({"avx512f", "amx_int8", "amx_tile"}, None, True),  # Sapphire Rapids
+    ({"avx2", "fma"}, None, False),  # an AMD EPYC without AVX-512: vpmaddubsw saturates
+    ({"avx512f", "avx512bw"}, None, False),  # Skylake-SP
+    ({"avx512f", "avx512_vnni"}, "avx2", False),  # oneDNN told to stop at AVX2
+    ({"avx512f", "avx512_vnni"}, "AVX512_CORE_VNNI", True),
+    (set(), None, True),  # flags unknown: taken as exact
+])
+def test_int8_decision(flags, cap, exact):
+    ok, why = int8_decision(frozenset(flags), cap)
+    assert ok is exact and why
+    if not exact:
+        assert "VNNI" in why
 
 
 def test_detected_capabilities_here():

@@ -14,6 +14,7 @@ from twins_trt import artifacts  # noqa: E402
 from twins_trt.export import ExportOptions, export_variant  # noqa: E402
 from twins_trt.export.openvino_check import check_export_artifact  # noqa: E402
 from twins_trt.export.verify import TOLERANCES  # noqa: E402
+from twins_trt.runners.openvino_runner import int8_status  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +39,17 @@ def test_each_artifact_passes_on_openvino(svt, precision):
     assert (ver["metric"], ver["bound"]) == TOLERANCES[precision] == (res.verdicts[precision].metric,
                                                                       res.verdicts[precision].bound)
     ort = res.verdicts[precision]  # OpenVINO sees exactly the inputs ONNX Runtime was verified on
-    assert ver["passed"] and (ver["samples"], ver["inputs"]) == (ort.samples, ort.inputs)
+    assert (ver["samples"], ver["inputs"]) == (ort.samples, ort.inputs)
     assert ver["inputs"] == ("held-out images" if precision == "int8" else "random")
     worst = ver["worst"]
-    assert worst <= ver["bound"] if ver["metric"] == "max_abs" else worst >= ver["bound"]
+    exact, why = int8_status()
+    if precision == "int8" and not exact and not ver["passed"]:
+        # No VNNI (an AVX2-only EPYC, or ONEDNN_MAX_CPU_ISA=AVX2): OpenVINO's 16-bit pair sums saturate. The miss
+        # is recorded and warned about with its likely cause, and the artifact kept for TensorRT and ONNX Runtime.
+        assert worst < ver["bound"] and any("likely cause: " + why in s for s in said)
+    else:
+        assert ver["passed"]
+        assert worst <= ver["bound"] if ver["metric"] == "max_abs" else worst >= ver["bound"]
     rep = ov["precision_report"]
     assert rep["layers_total"] == 133 and rep["macs_total"] > 2.5e9  # svt_s: about 2.9 GMAC
     if precision == "int8":  # Q/DQ became INT8 kernels: every layer with Q/DQ ran in INT8

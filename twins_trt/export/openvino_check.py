@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from twins_trt.export.verify import verify_artifact
-from twins_trt.runners.openvino_runner import OpenVinoRunner, openvino_status
+from twins_trt.runners.openvino_runner import OpenVinoRunner, int8_status, openvino_status
 
 
 def check_export_artifact(onnx_path: Path, precision: str, model, opts, images,
@@ -37,9 +37,10 @@ def check_export_artifact(onnx_path: Path, precision: str, model, opts, images,
         # ONNX Runtime verified the artifact against PyTorch before this, so the graph is right and OpenVINO
         # computes it wrongly: the artifact stays (TensorRT and ONNX Runtime run it correctly), the manifest
         # records the miss, and OpenVinoRunner refuses the artifact from then on (see refusal()).
+        exact, why = int8_status() if precision == "int8" else (True, "")
         say(f"WARNING: OpenVINO {version} computes this {precision} artifact wrongly ({ver.metric} {ver.worst:.3g}, "
             f"bound {ver.bound:g}) although ONNX Runtime matched PyTorch; it is written for TensorRT and ONNX Runtime, "
-            "and the openvino backends will refuse it")
+            "and the openvino backends will refuse it" + ("" if exact else f" (likely cause: {why})"))
     summary = rep.to_dict()
     summary.pop("layers")
     return {"openvino": {"version": version, "verification": ver.to_dict(), "precision_report": summary}}

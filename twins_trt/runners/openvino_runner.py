@@ -18,6 +18,9 @@ from twins_trt.runners.base import Feed, Runner, existing_onnx, single_input
 
 PRECISION_HINTS = ("f32", "bf16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # bf16 arithmetic in hardware (Linux /proc/cpuinfo names)
+VNNI_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products that accumulate in int32
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) below the first ISA with VNNI: oneDNN then uses no VNNI instruction
+NO_VNNI_ISA_CAPS = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
 
 
 def openvino_status() -> tuple[bool, str]:
@@ -44,6 +47,26 @@ def bf16_decision(capabilities: tuple[str, ...] | frozenset[str], flags: frozens
         return False, (f"this CPU has no native bf16 (neither {' nor '.join(BF16_CPU_FLAGS)} among its flags); "
                        f"the bf16 hint would be emulated")
     return True, f"native bf16 ({', '.join(have) or 'OpenVINO reports BF16'})"
+
+
+def int8_decision(flags: frozenset[str], isa_cap: str | None = None) -> tuple[bool, str]:
+    """Exact INT8 kernels or not, and why. Without VNNI (or with oneDNN capped below it by ONEDNN_MAX_CPU_ISA),
+    OpenVINO's u8 x s8 kernels add pairs of products in 16 bits (vpmaddubsw), which saturate: an INT8 artifact
+    that ONNX Runtime computes correctly can miss its tolerance there. `flags` empty = unknown, taken as exact.
+    """
+    cap = (isa_cap or "").strip().upper()
+    if cap in NO_VNNI_ISA_CAPS:
+        return False, f"oneDNN is capped at {cap} (ONEDNN_MAX_CPU_ISA), below VNNI"
+    have = sorted(set(VNNI_CPU_FLAGS) & set(flags))
+    if flags and not have:
+        return False, (f"this CPU has no VNNI (none of {', '.join(VNNI_CPU_FLAGS)}): OpenVINO's INT8 kernels add "
+                       "u8 x s8 products in 16 bits, which saturate")
+    return True, f"exact int32 accumulation ({', '.join(have) or 'CPU flags unknown'})"
+
+
+def int8_status() -> tuple[bool, str]:
+    """int8_decision() for this machine and process."""
+    return int8_decision(cpu_flags(), os.environ.get("ONEDNN_MAX_CPU_ISA"))
 
 
 def bf16_status() -> tuple[bool, str]:
