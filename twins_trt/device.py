@@ -6,6 +6,7 @@ ask here, so none of them imports another to learn whether a GPU is visible.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from twins_trt.errors import BackendUnavailableError
@@ -23,6 +24,15 @@ def cuda_available() -> bool:
 def require_cuda(what: str) -> None:
     if not cuda_available():
         raise BackendUnavailableError(f"{what} needs a CUDA GPU and none is visible to torch on this machine")
+
+
+def cpu_threads() -> int | None:
+    """The thread count a CPU runtime takes when none is asked for: PyTorch's (`torch.set_num_threads`), so one
+    setting governs PyTorch, ONNX Runtime and OpenVINO alike and two processes sharing the cores do not each
+    start a thread per core (on 2 cores, two ONNX Runtime processes at 2 threads each ran 2x slower than at 1).
+    None where PyTorch is not loaded: each runtime's own default then."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def cpu_flags() -> frozenset[str]:

@@ -49,6 +49,27 @@ def test_prepare_run_prepared_synchronize(classifier):
         assert r.peak_memory_bytes() is None  # host memory: the bench takes the process RSS
 
 
+def test_unasked_thread_count_is_torchs_for_every_cpu_runtime(classifier):
+    """Two processes sharing two cores must not each start a thread per core: with no count asked for, ONNX Runtime
+    (runner and cpu_session) and OpenVINO take PyTorch's, so torch.set_num_threads governs all three."""
+    import torch
+
+    from twins_trt.runners.ort_runner import cpu_session
+
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with OrtRunner(classifier, "cpu") as r:
+                assert r.session.get_session_options().intra_op_num_threads == n
+            assert cpu_session(classifier).get_session_options().intra_op_num_threads == n
+            with OpenVinoRunner(classifier) as r:
+                r.infer(batch(1))
+                assert r._last.compiled.get_property("INFERENCE_NUM_THREADS") == n
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_threads_stream_and_hint_reach_the_compiled_model(classifier):
     with OpenVinoRunner(classifier, threads=1) as r:
         r.infer(batch(1))

@@ -1,7 +1,7 @@
 """What every twins-* command shares: its parser, the argument types that check values at parse time,
 logging, one-line warnings, and the one entry wrapper that turns every failure into a line and an exit code.
 
-Exit codes, the same for all six commands:
+Exit codes, the same for all seven commands:
 
     0    done
     1    a verification failed (an artifact disagrees with PyTorch beyond its bound)

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from twins_trt.device import cpu_flags
+from twins_trt.device import cpu_flags, cpu_threads
 from twins_trt.errors import BackendUnavailableError
 from twins_trt.runners.base import Feed, Runner, existing_onnx, single_input
 
@@ -147,8 +147,9 @@ class OpenVinoRunner(Runner):
     def config(self) -> dict:
         """The compile properties: the same thread count as the other CPU backends, one stream, latency."""
         cfg = {"INFERENCE_PRECISION_HINT": self.precision_hint, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        if self.threads:
-            cfg["INFERENCE_NUM_THREADS"] = self.threads
+        threads = self.threads or cpu_threads()
+        if threads:
+            cfg["INFERENCE_NUM_THREADS"] = threads
         return cfg
 
     def compiled_for(self, shape: tuple[int, ...]) -> _Compiled:

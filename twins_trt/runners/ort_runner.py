@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from twins_trt.device import cpu_threads
 from twins_trt.errors import BackendUnavailableError
 from twins_trt.runners.base import Feed, Runner, existing_onnx, single_input
 
@@ -44,8 +45,9 @@ class OrtRunner(Runner):
             )
         opts = ort.SessionOptions()
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION[optimization_for(self.path)])
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
+        threads = self.threads or cpu_threads()
+        if threads:
+            opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         session = ort.InferenceSession(str(self.path), opts, providers=wanted)
         # ONNX Runtime falls back silently (TensorRT -> CUDA -> CPU): label a figure by what the session runs on
@@ -157,6 +159,7 @@ def cpu_session(model, *, optimization: str | None = None, expose: set[str] | No
         model = probe
     so = ort.SessionOptions()
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION[optimization])
+    so.intra_op_num_threads = cpu_threads() or 0
     so.log_severity_level = 3
     src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
