@@ -26,7 +26,9 @@ FP8_BUDGET = "cosine>=0.995"
 
 @pytest.fixture(scope="module", params=list(TIMM))
 def exported(request, tmp_path_factory, calib_photos):
-    """INT8 (a loose budget: it is here for its calibration) then FP8 under cosine>=0.995, one call, as a user would."""
+    """INT8 (a loose budget: it is here for its calibration) then FP8 under cosine>=0.995, one call, as a user would.
+    Regions ranked by the local method (one pass, the top ones confirmed by leaving them out; test_int8_budget
+    covers leave-one-out on the same models)."""
     timm = pytest.importorskip("timm")
     out = tmp_path_factory.mktemp(f"fp8_{request.param}")
     torch.manual_seed(0)
@@ -35,7 +37,7 @@ def exported(request, tmp_path_factory, calib_photos):
     res = export_variant(ExportOptions(
         variant=request.param, out_dir=out, weights=weights, precisions=("int8", "fp8"), calib_dir=calib_photos,
         calib_size=16, calib_method="max", img_size=(96, 96), int8_regions="kind", int8_budget="cosine>=0.9",
-        fp8_budget=FP8_BUDGET, int8_sensitivity=True, verify_samples=1, progress=False))
+        fp8_budget=FP8_BUDGET, int8_sensitivity=True, sensitivity_method="local", verify_samples=1, progress=False))
     res.manifest = json.loads(artifacts.manifest_path(res.artifacts["fp8"]).read_text())
     return res
 

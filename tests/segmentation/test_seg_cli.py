@@ -61,10 +61,22 @@ def test_dynamic_export_verifies_at_min_opt_max_and_a_padded_size(seg_export):
     assert graph["attention_chains"] == graph["expected_attention_layers"] == 18
     assert graph["forbidden"]["cyclic_shift(Slice->Concat)"] == 0
     assert graph["ops"]["Pad"] > 0  # window padding in the graph, taken only where the run-time size needs it
+    assert graph["trt_support"]["ok"], graph["trt_support"]["issues"]  # the padded-window mask is no BOOL Equal/Where
     model = onnx.load(str(onnx_path), load_external_data=False)
     assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)  # folded at export
     out_dims = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     assert out_dims[1] == CLASSES and isinstance(out_dims[2], str) and isinstance(out_dims[3], str)
+
+
+def test_masked_windows_keep_the_fused_attention_layout(seg_export):
+    """The padded-window mask is tiled to the scores' (B*G, 1, N, N), not added to reshaped scores: in FP16 every
+    chain meets TensorRT's fused-MHA conditions, as in the classifier."""
+    for precision in ("fp16", "int8"):
+        graph = _manifest(seg_export, precision)["graph"]
+        assert graph["trt_support"]["ok"], graph["trt_support"]["issues"]
+        att = graph["attention"]
+        assert not any("reshaped" in f for c in att["per_chain"] for f in c["fails"]), att["verdict"]
+    assert _manifest(seg_export, "fp16")["graph"]["attention"]["fusable"] == 18
 
 
 def test_fp16_segmentor_verifies_at_every_profile_size(seg_export):

@@ -213,10 +213,12 @@ def _restrictions(node: onnx.NodeProto, g: _Graph) -> list[tuple[str, str]]:
 def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with inferred value_info where its own is missing (the input is left untouched); load and infer
     once, then pass the result with `infer=False` to `check_model` and `attention.report_attention`."""
-    try:
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
-    except Exception:  # noqa: BLE001 - inference is a help, the checks work from what the graph says
-        return model
+    for data_prop in (True, False):  # data propagation resolves Reshape targets built from Shape ops (dynamic H x W)
+        try:
+            return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=data_prop)
+        except Exception:  # noqa: BLE001 - inference is a help, the checks work from what the graph says
+            continue
+    return model
 
 
 def model_opset(model: onnx.ModelProto) -> int | None:

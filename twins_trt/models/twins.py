@@ -88,8 +88,8 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, 
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     attn = (q * scale) @ k.transpose(-2, -1)
     if mask is not None:
-        G, N = mask.shape[0], mask.shape[-1]
-        attn = (attn.view(-1, G, attn.shape[1], N, N) + mask.unsqueeze(1)).view(-1, attn.shape[1], N, N)
+        # tiled to (B*G, 1, N, N) so that the scores keep TensorRT's fused-MHA layout (no Reshape before the Softmax)
+        attn = attn + mask.repeat(q.shape[0] // mask.shape[0], 1, 1).unsqueeze(1)
     return attn.softmax(dim=-1) @ v
 
 
@@ -111,8 +111,9 @@ def _window_pad_mask(H, W, ws: int, device: torch.device) -> torch.Tensor | None
         pad = pad & (rows[-1] & cols[-1])
     gh, gw = Hp // ws, Wp // ws
     pad = pad.view(gh, ws, gw, ws).transpose(1, 2).reshape(gh * gw, ws * ws)
-    differ = pad.unsqueeze(1) != pad.unsqueeze(2)
-    return torch.where(differ, PAD_MASK, 0.0)
+    # |pad_q - pad_k| is 1 where exactly one is padding; on floats, as TensorRT's parser takes no BOOL Equal/Where
+    pad = pad.to(torch.float32)
+    return (pad.unsqueeze(1) - pad.unsqueeze(2)).abs() * PAD_MASK
 
 
 class LocallyGroupedAttn(nn.Module):
