@@ -93,23 +93,29 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, 
     return attn.softmax(dim=-1) @ v
 
 
+def _windows(n, ws: int):
+    """ceil(n / ws) windows along a side of n tokens. Written as one floor division so that the padded size
+    (windows * ws) is a multiple of ws by construction: under symbolic sizes torch.export need not prove it
+    through nested Mods, which made a dynamic-H/W export several times slower."""
+    return (n + ws - 1) // ws
+
+
 def _window_pad_mask(H, W, ws: int, device: torch.device) -> torch.Tensor | None:
     """mmseg's LSA mask, (gh*gw, ws*ws, ws*ws): PAD_MASK where exactly one of query and key is padding.
 
     Static sizes give None when mmseg's mask would be void (see ForwardOptions.lsa_pad_mask). Under
     symbolic sizes (dynamic-shape export) that condition is a tensor, so one graph serves every size.
     """
-    pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
+    gh, gw = _windows(H, ws), _windows(W, ws)
+    Hp, Wp = gh * ws, gw * ws
     static = _is_static(H, W)
-    if static and not (pad_r > 0 and pad_b > 0):
+    if static and not (Hp > H and Wp > W):
         return None
-    Hp, Wp = H + pad_b, W + pad_r
     rows = torch.arange(Hp, device=device) >= H
     cols = torch.arange(Wp, device=device) >= W
     pad = rows.unsqueeze(1) | cols.unsqueeze(0)  # (Hp, Wp)
     if not static:  # the last row/column is padding exactly when that side pads at all
         pad = pad & (rows[-1] & cols[-1])
-    gh, gw = Hp // ws, Wp // ws
     pad = pad.view(gh, ws, gw, ws).transpose(1, 2).reshape(gh * gw, ws * ws)
     # |pad_q - pad_k| is 1 where exactly one is padding; on floats, as TensorRT's parser takes no BOOL Equal/Where
     pad = pad.to(torch.float32)
@@ -134,12 +140,12 @@ class LocallyGroupedAttn(nn.Module):
         _, N, C = x.shape
         H, W = size
         ws, nh = self.ws, self.num_heads
-        pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
+        gh, gw = _windows(H, ws), _windows(W, ws)
+        pad_r, pad_b = gw * ws - W, gh * ws - H
         x = x.view(-1, H, W, C)
         padded = not _is_static(H, W) or pad_r > 0 or pad_b > 0
         if padded:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        gh, gw = (H + pad_b) // ws, (W + pad_r) // ws
         # (B, gh, ws, gw, ws, C) -> one row per window: (B*gh*gw, ws*ws, C)
         x = x.view(-1, gh, ws, gw, ws, C).transpose(2, 3).reshape(-1, ws * ws, C)
         qkv = self.qkv(x).view(-1, ws * ws, 3 * nh, C // nh).transpose(1, 2)
