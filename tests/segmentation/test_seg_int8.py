@@ -3,6 +3,8 @@ FP16 fallback) on svt_s + FPN, whose neck and decode head become regions of thei
 
 A static 96x128 export keeps the search to about a minute on two cores; calibration is on
 scikit-image's photographs at that size (whole image resized, no centre crop), with 4 held out.
+Regions are ranked by the local method (one pass, the top ones confirmed by leaving them out); leave-one-out
+ranking is tested on the classifiers in tests/export/test_int8_budget.py.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def seg_int8(tmp_path_factory, calib_photos):
     res = export_variant(ExportOptions(
         variant="svt_s", task="seg", seg_head="fpn", num_classes=7, out_dir=out, precisions=("int8",),
         img_size=(96, 128), calib_dir=calib_photos, calib_size=16, calib_method="max", int8_regions="kind",
-        int8_budget=BUDGET, verify_samples=1, progress=False))
+        int8_budget=BUDGET, sensitivity_method="local", verify_samples=1, progress=False))
     res.manifest = json.loads(artifacts.manifest_path(res.artifacts["int8"]).read_text())
     return res
 
