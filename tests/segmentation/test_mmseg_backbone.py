@@ -109,6 +109,14 @@ def test_pad_mask_follows_mmseg_quirk(hw):
     assert mask[-1, 0, -1] == -1000.0 and mask[-1, -1, -1] == 0.0
 
 
+def test_a_static_mask_is_a_constant_tiled_to_the_scores_layout():
+    """With a static batch the mask comes as (batch*windows, 1, N, N), equal to the per-window mask repeated."""
+    per_window = _window_pad_mask(16, 16, 7, torch.device("cpu"))
+    tiled = _window_pad_mask(16, 16, 7, torch.device("cpu"), batch=2)
+    assert tiled.shape == (18, 1, 49, 49) and torch.equal(tiled[:, 0], per_window.repeat(2, 1, 1))
+    assert set(per_window.unique().tolist()) == {0.0, -1000.0}
+
+
 def test_sdpa_applies_the_same_mask():
     """The PyTorch baseline may run SDPA; with mmseg's mask it must give the export form's numbers."""
     model = create_model("svt_s", features=True, flavor="mmseg", seed=0)

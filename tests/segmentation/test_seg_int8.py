@@ -55,3 +55,14 @@ def test_neck_and_head_are_regions_of_their_own(seg_int8):
     assert sum(share.values()) == pytest.approx(1.0)
     # every region is one of the backbone's sub-layer kinds or a head part: none named after a raw node
     assert not [k for k in share if k.startswith("node_") or k in ("conv", "matmul")]
+
+
+def test_padded_window_attention_is_quantized_like_the_classifiers(seg_int8):
+    """At 96x128 every LSA window grid pads and mmseg's mask is active. A static export holds the mask as a constant
+    (tiled to the scores' layout), so ModelOpt quantizes those attention MatMuls as it does the classifier's
+    (a mask computed in the graph makes ModelOpt leave the whole attention core in FP16)."""
+    att = seg_int8.manifest["graph"]["attention"]
+    lsa = [c for c in att["per_chain"] if c["kind"] == "lsa"]
+    assert lsa and not any("reshaped" in f for c in lsa for f in c["fails"])
+    quantized = [c for c in lsa if all(c["qdq"][k] == "int8" for k in ("bmm1_q", "bmm1_k", "softmax_out", "v"))]
+    assert quantized, [c["qdq"] for c in lsa]

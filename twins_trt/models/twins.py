@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -80,16 +81,18 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, 
                mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T * scale + mask) v over the last two dims, as plain matmuls unless SDPA is asked for.
 
-    mask, if given, is (G, N, N) for q of shape (B*G, heads, N, d): one additive mask per window.
+    mask, if given, is (G, N, N) for q of shape (B*G, heads, N, d): one additive mask per window; or, from a
+    static size and batch, already (B*G, 1, N, N).
     """
     if impl == "sdpa":
-        if mask is not None:
+        if mask is not None and mask.dim() == 3:
             mask = mask.repeat(q.shape[0] // mask.shape[0], 1, 1).unsqueeze(1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     attn = (q * scale) @ k.transpose(-2, -1)
     if mask is not None:
-        # tiled to (B*G, 1, N, N) so that the scores keep TensorRT's fused-MHA layout (no Reshape before the Softmax)
-        attn = attn + mask.repeat(q.shape[0] // mask.shape[0], 1, 1).unsqueeze(1)
+        # on the scores' own (B*G, 1, N, N) layout, so that they keep TensorRT's fused-MHA form (no Reshape before
+        # the Softmax); a static mask comes tiled already (a constant: ModelOpt then quantizes the attention MatMuls)
+        attn = attn + (mask if mask.dim() == 4 else mask.repeat(q.shape[0] // mask.shape[0], 1, 1).unsqueeze(1))
     return attn.softmax(dim=-1) @ v
 
 
@@ -100,22 +103,29 @@ def _windows(n, ws: int):
     return (n + ws - 1) // ws
 
 
-def _window_pad_mask(H, W, ws: int, device: torch.device) -> torch.Tensor | None:
+def _window_pad_mask(H, W, ws: int, device: torch.device, batch=None) -> torch.Tensor | None:
     """mmseg's LSA mask, (gh*gw, ws*ws, ws*ws): PAD_MASK where exactly one of query and key is padding.
 
-    Static sizes give None when mmseg's mask would be void (see ForwardOptions.lsa_pad_mask). Under
-    symbolic sizes (dynamic-shape export) that condition is a tensor, so one graph serves every size.
+    Static sizes give None when mmseg's mask would be void (see ForwardOptions.lsa_pad_mask), else a constant
+    (built outside the traced graph, so an export holds it as an initializer), tiled to (batch*gh*gw, 1, ws*ws,
+    ws*ws) when `batch` is a static int. Under symbolic sizes (dynamic-shape export) it is computed in the graph,
+    so one graph serves every size.
     """
     gh, gw = _windows(H, ws), _windows(W, ws)
     Hp, Wp = gh * ws, gw * ws
-    static = _is_static(H, W)
-    if static and not (Hp > H and Wp > W):
-        return None
+    if _is_static(H, W):
+        if not (Hp > H and Wp > W):
+            return None
+        pad = ((np.arange(Hp) >= H)[:, None] | (np.arange(Wp) >= W)[None, :]).astype(np.float32)
+        pad = pad.reshape(gh, ws, gw, ws).transpose(0, 2, 1, 3).reshape(gh * gw, ws * ws)
+        mask = np.abs(pad[:, None, :] - pad[:, :, None]) * np.float32(PAD_MASK)
+        if isinstance(batch, int):
+            mask = np.tile(mask, (batch, 1, 1))[:, None]
+        return torch.from_numpy(np.ascontiguousarray(mask)).to(device)
     rows = torch.arange(Hp, device=device) >= H
     cols = torch.arange(Wp, device=device) >= W
     pad = rows.unsqueeze(1) | cols.unsqueeze(0)  # (Hp, Wp)
-    if not static:  # the last row/column is padding exactly when that side pads at all
-        pad = pad & (rows[-1] & cols[-1])
+    pad = pad & (rows[-1] & cols[-1])  # the last row/column is padding exactly when that side pads at all
     pad = pad.view(gh, ws, gw, ws).transpose(1, 2).reshape(gh * gw, ws * ws)
     # |pad_q - pad_k| is 1 where exactly one is padding; on floats, as TensorRT's parser takes no BOOL Equal/Where
     pad = pad.to(torch.float32)
@@ -150,7 +160,7 @@ class LocallyGroupedAttn(nn.Module):
         x = x.view(-1, gh, ws, gw, ws, C).transpose(2, 3).reshape(-1, ws * ws, C)
         qkv = self.qkv(x).view(-1, ws * ws, 3 * nh, C // nh).transpose(1, 2)
         q, k, v = qkv.split(nh, dim=1)
-        mask = _window_pad_mask(H, W, ws, x.device) if self.pad_mask and padded else None
+        mask = _window_pad_mask(H, W, ws, x.device, batch=x.shape[0] // (gh * gw)) if self.pad_mask and padded else None
         x = _attention(q, k, v, self.scale, self.attn_impl, mask)  # (B*G, nh, ws*ws, hd)
         x = x.transpose(1, 2).reshape(-1, gh, gw, ws, ws, C).transpose(2, 3).reshape(-1, gh * ws, gw * ws, C)
         if padded:
