@@ -81,18 +81,14 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, 
                mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T * scale + mask) v over the last two dims, as plain matmuls unless SDPA is asked for.
 
-    mask, if given, is (G, N, N) for q of shape (B*G, heads, N, d): one additive mask per window; or, from a
-    static size and batch, already (B*G, 1, N, N).
+    mask, if given, is added to the scores as it is: (B*G, 1, N, N) for q of shape (B*G, heads, N, d), one
+    additive mask per window, so that the scores keep TensorRT's fused-MHA form (no Reshape before the Softmax).
     """
     if impl == "sdpa":
-        if mask is not None and mask.dim() == 3:
-            mask = mask.repeat(q.shape[0] // mask.shape[0], 1, 1).unsqueeze(1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     attn = (q * scale) @ k.transpose(-2, -1)
     if mask is not None:
-        # on the scores' own (B*G, 1, N, N) layout, so that they keep TensorRT's fused-MHA form (no Reshape before
-        # the Softmax); a static mask comes tiled already (a constant: ModelOpt then quantizes the attention MatMuls)
-        attn = attn + (mask if mask.dim() == 4 else mask.repeat(q.shape[0] // mask.shape[0], 1, 1).unsqueeze(1))
+        attn = attn + mask
     return attn.softmax(dim=-1) @ v
 
 
@@ -103,33 +99,45 @@ def _windows(n, ws: int):
     return (n + ws - 1) // ws
 
 
+def _static_pad_mask(H: int, W: int, ws: int, batch: int | None) -> torch.Tensor:
+    """The mask of a static size, built in NumPy: a real tensor even while torch.export traces (never cache it
+    across calls: one made during a trace would be a fake tensor)."""
+    gh, gw = _windows(H, ws), _windows(W, ws)
+    pad = ((np.arange(gh * ws) >= H)[:, None] | (np.arange(gw * ws) >= W)[None, :]).astype(np.float32)
+    pad = pad.reshape(gh, ws, gw, ws).transpose(0, 2, 1, 3).reshape(gh * gw, ws * ws)
+    mask = np.abs(pad[:, None, :] - pad[:, :, None]) * np.float32(PAD_MASK)
+    if batch is not None:
+        mask = np.tile(mask, (batch, 1, 1))[:, None]
+    return torch.from_numpy(np.ascontiguousarray(mask))
+
+
 def _window_pad_mask(H, W, ws: int, device: torch.device, batch=None) -> torch.Tensor | None:
-    """mmseg's LSA mask, (gh*gw, ws*ws, ws*ws): PAD_MASK where exactly one of query and key is padding.
+    """mmseg's LSA mask, (gh*gw, ws*ws, ws*ws): PAD_MASK where exactly one of query and key is padding; with
+    `batch`, tiled to the scores' (batch*gh*gw, 1, ws*ws, ws*ws).
 
     Static sizes give None when mmseg's mask would be void (see ForwardOptions.lsa_pad_mask), else a constant
-    (built outside the traced graph, so an export holds it as an initializer), tiled to (batch*gh*gw, 1, ws*ws,
-    ws*ws) when `batch` is a static int. Under symbolic sizes (dynamic-shape export) it is computed in the graph,
-    so one graph serves every size.
+    built outside the traced graph (with a static batch too, an export holds it as an initializer, and ModelOpt
+    quantizes the attention MatMuls it is added to). Under symbolic sizes (dynamic-shape export) it is computed
+    in the graph, so one graph serves every size.
     """
     gh, gw = _windows(H, ws), _windows(W, ws)
     Hp, Wp = gh * ws, gw * ws
     if _is_static(H, W):
         if not (Hp > H and Wp > W):
             return None
-        pad = ((np.arange(Hp) >= H)[:, None] | (np.arange(Wp) >= W)[None, :]).astype(np.float32)
-        pad = pad.reshape(gh, ws, gw, ws).transpose(0, 2, 1, 3).reshape(gh * gw, ws * ws)
-        mask = np.abs(pad[:, None, :] - pad[:, :, None]) * np.float32(PAD_MASK)
-        if isinstance(batch, int):
-            mask = np.tile(mask, (batch, 1, 1))[:, None]
-        return torch.from_numpy(np.ascontiguousarray(mask)).to(device)
-    rows = torch.arange(Hp, device=device) >= H
-    cols = torch.arange(Wp, device=device) >= W
-    pad = rows.unsqueeze(1) | cols.unsqueeze(0)  # (Hp, Wp)
-    pad = pad & (rows[-1] & cols[-1])  # the last row/column is padding exactly when that side pads at all
-    pad = pad.view(gh, ws, gw, ws).transpose(1, 2).reshape(gh * gw, ws * ws)
-    # |pad_q - pad_k| is 1 where exactly one is padding; on floats, as TensorRT's parser takes no BOOL Equal/Where
-    pad = pad.to(torch.float32)
-    return (pad.unsqueeze(1) - pad.unsqueeze(2)).abs() * PAD_MASK
+        if batch is None or isinstance(batch, int):
+            return _static_pad_mask(H, W, ws, batch).to(device)
+        mask = _static_pad_mask(H, W, ws, None).to(device)
+    else:
+        rows = torch.arange(Hp, device=device) >= H
+        cols = torch.arange(Wp, device=device) >= W
+        pad = rows.unsqueeze(1) | cols.unsqueeze(0)  # (Hp, Wp)
+        pad = pad & (rows[-1] & cols[-1])  # the last row/column is padding exactly when that side pads at all
+        pad = pad.view(gh, ws, gw, ws).transpose(1, 2).reshape(gh * gw, ws * ws)
+        # |pad_q - pad_k| is 1 where exactly one is padding; on floats, as TensorRT's parser takes no BOOL Equal/Where
+        pad = pad.to(torch.float32)
+        mask = (pad.unsqueeze(1) - pad.unsqueeze(2)).abs() * PAD_MASK
+    return mask if batch is None else mask.repeat(batch, 1, 1).unsqueeze(1)
 
 
 class LocallyGroupedAttn(nn.Module):
