@@ -17,8 +17,8 @@ How a run goes (`run_ab`):
    side starts first alternating too: two processes of identical code differ by a fixed few percent
    (memory layout, allocation order, warm caches), so the process pair, not the round, is the unit
    of replication. Per round the ratio base p50 / new p50 is taken; per pair, the median of its
-   rounds; over pairs, the median and a distribution-free 95% interval of that median (order
-   statistics, `bench.ab_stats`), so a pair that a busy neighbour disturbed moves the interval's
+   rounds; over pairs, the median and a distribution-free 99% interval of that median (order
+   statistics, `bench.ab_stats`; 8 pairs at first, whose [min, max] is that interval), so a pair that a busy neighbour disturbed moves the interval's
    edge, not the verdict. A cell passes when the whole interval is at or above 1 - max_regression,
    fails when the whole interval is below it, and is inconclusive otherwise: inconclusive cells are
    measured again, round by round, up to `max_rounds`. One still inconclusive then is reported as
@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from twins_trt.bench.ab_stats import CellVerdict, decide
+from twins_trt.bench.ab_stats import MIN_PAIRS, CellVerdict, decide
 from twins_trt.bench.revisions import checkout_revision, code_root, describe_revision, resolve_revision
 from twins_trt.errors import WorkerError
 from twins_trt.export.graph_report import compare_graphs, graph_summary
@@ -130,7 +130,7 @@ class ABOptions:
     threads: int = 1
     warmup: int = 10
     iters: int = 5
-    rounds: int = 5  # every cell, before any decision
+    rounds: int = MIN_PAIRS  # every cell, before any decision (a process pair per round)
     max_rounds: int = 15  # inconclusive cells are measured again up to this many rounds
     max_regression: float = 0.10
     restart_every: int = 1  # rounds per process pair: both sides' processes are restarted this often
@@ -320,10 +320,11 @@ def format_ab(doc: dict) -> str:
     """Console table: one line per cell, then the graph gate and the verdict."""
     cfg = doc["config"]
     bound = 1 - cfg["max_regression"]
+    conf = next((c["verdict"].get("confidence", 0.95) for c in doc["cells"] if c.get("verdict")), 0.99)
     lines = [f"A/B vs {doc['base_describe']} ({doc['base_commit'][:12]}); gated: new img/s / base img/s "
-             f">= {bound:.2f} (95% interval over process pairs, both sides restarted every "
+             f">= {bound:.2f} ({conf:.0%} interval over process pairs, both sides restarted every "
              f"{cfg.get('restart_every', 1)} round(s))",
-             f"{'cell':<22} {'base img/s':>10} {'new img/s':>10} {'new/base':>9} {'95% interval':>15} "
+             f"{'cell':<22} {'base img/s':>10} {'new img/s':>10} {'new/base':>9} {f'{conf:.0%} interval':>15} "
              f"{'rounds':>6} {'pairs':>5} {'min..max':>13}  verdict"]
     for c in doc["cells"]:
         v = c["verdict"]

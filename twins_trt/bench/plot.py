@@ -47,7 +47,7 @@ def plot_throughput(doc: dict, path: str | os.PathLike) -> Path:
 
 
 def plot_ab(doc: dict, path: str | os.PathLike) -> Path:
-    """New/base speed ratio per cell with its 95% interval and min..max, against the gate's bound."""
+    """New/base speed ratio per cell with its interval (99%; 95% in older documents) and min..max, against the gate's bound."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -55,6 +55,7 @@ def plot_ab(doc: dict, path: str | os.PathLike) -> Path:
 
     cells = [c for c in doc["cells"] if c.get("verdict")]
     bound = 1 - doc["config"]["max_regression"]
+    conf = next((c["verdict"].get("confidence", 0.95) for c in cells), 0.99)
     colors = {"pass": "tab:green", "regression": "tab:red", "inconclusive": "tab:orange"}
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(cells) + 2), 4.2))
     for i, c in enumerate(cells):
@@ -68,7 +69,7 @@ def plot_ab(doc: dict, path: str | os.PathLike) -> Path:
     ax.axhline(bound, color="tab:red", linestyle="--", linewidth=0.8, label=f"bound {bound:.2f}")
     ax.set_xticks(range(len(cells)), [c["key"] for c in cells], rotation=20, fontsize=7)
     ax.set_ylabel("new img/s / base img/s")
-    ax.set_title(f"A/B vs {doc['base_describe'][:60]} (dot: median, bar: its 95% interval, grey: min..max)", fontsize=8)
+    ax.set_title(f"A/B vs {doc['base_describe'][:60]} (dot: median, bar: its {conf:.0%} interval, grey: min..max)", fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()

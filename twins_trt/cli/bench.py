@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--iters", type=positive_int, help="timed iterations per cell and round (default: 10)")
     g.add_argument("--min-seconds", type=positive_float, metavar="S",
                    help="instead of --iters: time each cell for at least S seconds per round (>= 3 iterations)")
-    p.add_argument("--rounds", type=positive_int, help="alternating rounds over all backends (default: 3; 5 with --against)")
+    p.add_argument("--rounds", type=positive_int, help="alternating rounds over all backends (default: 3; 8 with --against, a process pair each)")
     p.add_argument("--threads", type=positive_int,
                    help="CPU threads for torch and ONNX Runtime alike (default: all usable cores)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -116,6 +116,7 @@ def parse_args(argv: list[str] | None = None):
 def bench_settings(args: argparse.Namespace):
     """(BenchOptions kwargs, capabilities) from parsed arguments; lists, variants and combinations checked."""
     from twins_trt.backends import Capabilities, parse_backends, parse_batches
+    from twins_trt.bench.ab_stats import MIN_PAIRS
     from twins_trt.bench.gate import parse_fraction
     from twins_trt.bench.run import PAPER_PROTOCOL
     from twins_trt.models import resolve_variant
@@ -150,7 +151,7 @@ def bench_settings(args: argparse.Namespace):
     kwargs = dict(variants=variants, backends=backends, batches=batches, img_size=args.img_size,
                   warmup=10 if warmup is None else warmup,
                   iters=None if args.min_seconds is not None else (10 if iters is None else iters),
-                  min_seconds=args.min_seconds, rounds=(5 if args.against else 3) if rounds is None else rounds,
+                  min_seconds=args.min_seconds, rounds=(MIN_PAIRS if args.against else 3) if rounds is None else rounds,
                   threads=args.threads,
                   device=args.device, weights=args.weights, torch_attn=args.torch_attn, export_dir=args.export_dir,
                   engines_dir=args.engines_dir, calib_dir=args.calib_data, calib_synthetic=args.calib_synthetic,
