@@ -92,3 +92,41 @@ def calib_photos(tmp_path_factory):
         a = a.astype(np.uint8) * 255 if a.dtype == bool else a
         Image.fromarray(a).convert("RGB").save(root / f"{name}.png")
     return root
+
+
+class SharedExport:
+    """A built_once export read back: its artifacts, the options that made them, what it said, its manifests."""
+
+    def __init__(self, folder: Path, options, precisions: tuple[str, ...]) -> None:
+        self.folder, self.options = folder, options
+        self.artifacts = {p: folder / f"{options.stem}.{p}.onnx" for p in ("fp32", *precisions)}
+        self.said = (folder / "said.txt").read_text().splitlines()
+
+    def manifest(self, precision: str) -> dict:
+        import json
+
+        return json.loads(self.artifacts[precision].with_suffix(".json").read_text())
+
+
+@pytest.fixture(scope="session")
+def svt_s_224(tmp_path_factory) -> SharedExport:
+    """svt_s FP32 + FP16 + INT8 at 224x224, static batch 1, random weights (seed 0), INT8 calibrated on 16 synthetic
+    inputs (the distribution twins-verify checks on: cosine ~0.990, right at the INT8 bound; fewer fall below it),
+    verified on 2 samples, checked on OpenVINO. Built once per run for the trt, triton and openvino tests; read only."""
+    import warnings
+
+    from twins_trt.export import ExportOptions, export_variant
+
+    opts = dict(variant="svt_s", precisions=("fp16", "int8"), calib_synthetic=True, calib_size=16, verify_samples=2,
+                progress=False)
+
+    def build(out: Path) -> None:
+        said: list[str] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # random weights and synthetic calibration, on purpose here
+            export_variant(ExportOptions(out_dir=out, **opts), on_step=said.append)
+        (out / "said.txt").write_text("\n".join(said) + "\n")
+
+    folder = built_once(tmp_path_factory, "svt_s_224_fp32_fp16_int8", build)
+
+    return SharedExport(folder, ExportOptions(out_dir=folder, **opts), opts["precisions"])

@@ -1,7 +1,6 @@
 """Fixtures for the twins-eval tests: the photo folder and one svt_s export shared by the whole session.
 
-The export (fp32, fp16, int8 calibrated on the photos) lives under pytest's session base temp
-folder, so tests/triton reuses it instead of exporting again.
+The export (fp32, fp16, int8 calibrated on the photos) lives under pytest's session base temp folder.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from image_folders import make_image_folder  # beside this file; pytest puts the folder on sys.path
 
-SHARED_EXPORT = "twins-svt_s-export"  # tests/triton/conftest.py looks for the same name
+SHARED_EXPORT = "twins-svt_s-export"
 
 
 @pytest.fixture(scope="session")

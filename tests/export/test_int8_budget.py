@@ -27,7 +27,8 @@ BUDGET = "cosine>=0.999"
 
 @pytest.fixture(scope="module", params=list(TIMM))
 def budgeted(request, tmp_path_factory, calib_photos):
-    """An INT8 export under a budget that all-INT8 misses (max calibration: the quicker, cruder one)."""
+    """An INT8 export under a budget that all-INT8 misses (max calibration: the quicker, cruder one). svt_s ranks its
+    regions by the default (local) method, pcpvt_s leave-one-out."""
     timm = pytest.importorskip("timm")
     out = tmp_path_factory.mktemp(f"budget_{request.param}")
     torch.manual_seed(0)
@@ -36,7 +37,7 @@ def budgeted(request, tmp_path_factory, calib_photos):
     res = export_variant(ExportOptions(
         variant=request.param, out_dir=out, weights=weights, precisions=("int8",), calib_dir=calib_photos, calib_size=16,
         calib_method="max", img_size=(96, 96), int8_regions="kind", int8_budget=BUDGET, verify_samples=1,
-        progress=False))
+        progress=False, **({"sensitivity_method": "loo"} if request.param == "pcpvt_s" else {})))
     res.manifest = json.loads(artifacts.manifest_path(res.artifacts["int8"]).read_text())
     return res
 
@@ -81,8 +82,13 @@ def test_sensitivity_report_is_written_beside_the_artifact(budgeted):
             "head"} <= kinds
     if budgeted.options.variant == "svt_s":
         assert {"lsa.qkv", "lsa.qk", "lsa.av", "lsa.proj"} <= kinds
+    method = "loo" if budgeted.options.variant == "pcpvt_s" else "local"
+    assert report["sensitivity_method"] == method == budgeted.manifest["int8"]["search"]["method"]
+    measured = [r for r in report["regions"] if "cosine" in r]  # left out of INT8 alone: every region, or the top 8
+    assert len(measured) == (len(report["regions"]) if method == "loo" else 8)
     search = report["search"]
-    assert search["met"] is True and report["ranking"][: len(search["fp16_regions"])] == search["fp16_regions"]
+    assert search["met"] is True and report["ranking"][: len(search["forward"])] == search["forward"]
+    assert search["fp16_regions"] == [r for r in search["forward"] if r not in search["returned"]]
     assert sum(r["mac_share"] for r in report["regions"]) == pytest.approx(1.0)
     assert "head" in budgeted.sensitivity_table and not list(out.glob(".*"))  # no temporary left behind
 
@@ -282,3 +288,51 @@ def test_local_ranking_agrees_with_leave_one_out(tmp_path):
     confirmed = bud.local_sensitivity(qdq, regions, heldout, confirm=3, progress=False)
     assert sum(s.figures is not None for s in confirmed) == 3
     assert bud.rank(confirmed, budget)[0].region == loo[0]
+
+
+def test_backward_pass_returns_unneeded_regions_to_int8_and_keeps_the_budget(tmp_path):
+    """The greedy search takes a ranking's prefix; a poor ranking puts regions in it that the budget does not need.
+    The backward pass puts each such region (largest MAC share first) back in INT8 on trial, keeps it there only
+    when the budget still holds, and so never loses the budget and never lowers the MACs in INT8."""
+    from modelopt.onnx.quantization import quantize
+
+    outliers = [3.0, 40.0, 1.0, 12.0, 80.0, 6.0, 25.0, 2.0]
+    fp32 = _residual_with_outliers(tmp_path / "chain.onnx", outliers)
+    x = np.abs(np.random.default_rng(3).standard_normal((6, 1, 16, 32))).astype(np.float32)
+    quantize(str(tmp_path / "chain.onnx"), calibration_data=x[0], calibration_method="max", calibration_eps=["cpu"],
+             output_path=str(tmp_path / "q.onnx"), log_level="ERROR")
+    qdq = onnx.load(str(tmp_path / "q.onnx"))
+    regions = {k: r for k, r in bud.find_regions(fp32, qdq).items() if k.startswith("layer")}
+    heldout = bud.HeldOut(fp32, x[1:, 0])
+    all_int8 = heldout.score(qdq)
+    scores = bud.sensitivity(qdq, regions, heldout, progress=False)
+    best = bud.rank(scores, bud.Budget("cosine", 1.0))
+    # a budget the two most sensitive layers meet, searched in the WORST order: the prefix reaches them last
+    two = {n for s in best[:2] for n in regions[s.region].nodes}
+    budget = bud.Budget("cosine", heldout.score(bud.without_qdq(qdq, two)).cosine)
+    worst = best[::-1]
+    shares = {s.region: s.mac_share for s in scores}
+    assert all(v > 0 for v in shares.values())
+    plain = bud.search(qdq, worst, regions, heldout, budget, all_int8, progress=False)  # no backward pass
+    found = bud.search(qdq, worst, regions, heldout, budget, all_int8, progress=False, mac_shares=shares)
+    assert plain.met and plain.returned == [] and len(plain.forward) > 2
+    assert plain.fp16_regions == plain.forward == [s.region for s in worst][: len(plain.forward)]
+    assert found.met and found.forward == plain.forward and found.returned
+    assert found.fp16_regions == [r for r in found.forward if r not in found.returned]
+    backs = [t["returned"] for t in found.trials if "returned" in t]  # tried largest MAC share first
+    assert backs == sorted(backs, key=lambda r: -shares[r])
+    final = bud.without_qdq(qdq, {n for r in found.fp16_regions for n in regions[r].nodes})
+    assert heldout.score(final).meets(budget) and heldout.score(final).cosine == pytest.approx(found.figures.cosine)
+    macs = bud.node_macs(fp32)
+    before = bud.mac_share(bud.without_qdq(qdq, {n for r in plain.fp16_regions for n in regions[r].nodes}), macs)
+    assert bud.mac_share(final, macs) > before
+
+
+def test_unconfirmed_regions_follow_by_local_error_per_mac_share():
+    """After the regions measured left out: those without MACs (free for the MAC share) by local error, then the
+    others by local error per MAC share, so a small layer with a moderate error goes before a big one."""
+    fig = bud.Figures(samples=4, cosine=0.99, cosine_min=0.98, cosine_p05=0.98, cosine_median=0.99)
+    scores = [bud.RegionScore("big", "mlp.fc1", 1, 0.30, None, 9.0), bud.RegionScore("small", "lsa.av", 1, 0.01, None, 1.0),
+              bud.RegionScore("res", "residual", 1, 0.0, None, 0.5), bud.RegionScore("res2", "residual", 1, 0.0, None, 2.0),
+              bud.RegionScore("measured", "peg", 1, 0.02, fig, 0.1)]
+    assert [s.region for s in bud.rank(scores, bud.Budget("cosine", 0.995))] == ["measured", "res2", "res", "small", "big"]

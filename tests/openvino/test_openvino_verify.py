@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -11,35 +10,27 @@ import pytest
 pytest.importorskip("openvino", reason="openvino is a regular dependency; this install lacks it")
 
 from twins_trt import artifacts  # noqa: E402
-from twins_trt.export import ExportOptions, export_variant  # noqa: E402
 from twins_trt.export.openvino_check import check_export_artifact  # noqa: E402
 from twins_trt.export.verify import TOLERANCES  # noqa: E402
 from twins_trt.runners.openvino_runner import int8_status  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def svt(tmp_path_factory):
-    """svt_s FP32 + FP16 + INT8 (synthetic calibration), batch 1, exported once for the module (~1 min)."""
-    out = tmp_path_factory.mktemp("ov_svt")
-    said: list[str] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = export_variant(ExportOptions(variant="svt_s", out_dir=out, precisions=("fp16", "int8"),
-                                           calib_synthetic=True, calib_size=4, verify_samples=2, progress=False),
-                             on_step=said.append)
-    return res, said
+def svt(svt_s_224):
+    """svt_s FP32 + FP16 + INT8 (synthetic calibration), batch 1: the run's shared export (tests/conftest.py)."""
+    return svt_s_224, svt_s_224.said
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_each_artifact_passes_on_openvino(svt, precision):
     res, said = svt
-    ov = json.loads(artifacts.manifest_path(res.artifacts[precision]).read_text())["openvino"]
+    manifest = res.manifest(precision)
+    ov, ort = manifest["openvino"], manifest["verification"]
     ver = ov["verification"]
-    assert (ver["metric"], ver["bound"]) == TOLERANCES[precision] == (res.verdicts[precision].metric,
-                                                                      res.verdicts[precision].bound)
-    ort = res.verdicts[precision]  # OpenVINO sees exactly the inputs ONNX Runtime was verified on
-    assert (ver["samples"], ver["inputs"]) == (ort.samples, ort.inputs)
+    assert (ver["metric"], ver["bound"]) == TOLERANCES[precision] == (ort["metric"], ort["bound"]) and ort["passed"]
+    # OpenVINO sees exactly the inputs ONNX Runtime was verified on
+    assert (ver["samples"], ver["inputs"]) == (ort["samples"], ort["inputs"])
     assert ver["inputs"] == ("held-out images" if precision == "int8" else "random")
     worst = ver["worst"]
     exact, why = int8_status()

@@ -20,3 +20,30 @@ def test_bad_input_is_one_line(argv, says, tmp_path, capsys):
     assert main([a.format(txt=txt) for a in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says.format(txt=txt) in err[0], err
+
+
+def test_a_ctrl_c_lost_inside_the_liveness_check_still_stops_cleanly():
+    """Ctrl-C reaches Triton too, and the KeyboardInterrupt it raises can be swallowed inside PyTriton's liveness
+    check while Triton shuts itself down: the signal is remembered, so that is a Ctrl-C, not a server that died."""
+    import os
+    import signal
+    import time
+
+    from twins_trt.cli.serve import _wait_for_ctrl_c
+
+    class SwallowsIt:  # a server whose wait() loses the KeyboardInterrupt, as PyTriton's is_alive() can
+        def wait(self):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                pass
+
+    class DiesByItself:
+        def wait(self):
+            return
+
+    before = signal.getsignal(signal.SIGINT)
+    assert _wait_for_ctrl_c(SwallowsIt()) is True
+    assert _wait_for_ctrl_c(DiesByItself()) is False
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back

@@ -4,12 +4,9 @@ and Triton's own ModelConfig schema (from the installed tritonclient) to parse e
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
-
-SHARED_EXPORT = "twins-svt_s-export"  # the eval tests export into the same folder; whoever runs first exports
 
 
 @pytest.fixture(scope="session")
@@ -31,15 +28,6 @@ def parse(pb2):
 
 
 @pytest.fixture(scope="session")
-def svt_s_onnx(tmp_path_factory) -> dict[str, Path]:
-    """export/svt_s.{fp32,fp16,int8}.onnx with manifests (static batch 1)."""
-    out = tmp_path_factory.getbasetemp() / SHARED_EXPORT
-    paths = {p: out / f"svt_s.{p}.onnx" for p in ("fp32", "fp16", "int8")}
-    if not all(p.is_file() and p.with_suffix(".json").is_file() for p in paths.values()):
-        from twins_trt.export import ExportOptions, export_variant
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # random weights and synthetic calibration, on purpose here
-            export_variant(ExportOptions(variant="svt_s", out_dir=out, precisions=("fp16", "int8"),
-                                         calib_synthetic=True, calib_size=4, progress=False))
-    return paths
+def svt_s_onnx(svt_s_224) -> dict[str, Path]:
+    """svt_s.{fp32,fp16,int8}.onnx with manifests (static batch 1): the run's shared export (tests/conftest.py)."""
+    return svt_s_224.artifacts

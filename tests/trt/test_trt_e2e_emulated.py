@@ -2,9 +2,9 @@
 
 twins-build writes a plan and its metadata; twins-verify prints PASS for FP32, FP16 and INT8 engines and
 for a backbone (--features) engine; the trt-* backends of twins-bench and twins-eval run and are labelled
-emulated. One export of each artifact per module (batch 1). INT8 is calibrated on 16 synthetic inputs, the
-distribution twins-verify checks on: with random weights svt_s INT8 reaches cosine ~0.990 against PyTorch, right
-at the INT8 bound (0.99); fewer samples, or photographs, fall just below it.
+emulated. One export of each artifact per run, shared with the triton and openvino tests (batch 1). INT8 is
+calibrated on 16 synthetic inputs, the distribution twins-verify checks on: with random weights svt_s INT8 reaches
+cosine ~0.990 against PyTorch, right at the INT8 bound (0.99); fewer samples, or photographs, fall just below it.
 """
 
 from __future__ import annotations
@@ -32,17 +32,15 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def exports(svt_s_224, tmp_path_factory):
+    """The run's shared svt_s FP32/FP16/INT8 export (tests/conftest.py) and a backbone (--features) export."""
     from twins_trt.export import ExportOptions, export_variant
 
-    out = tmp_path_factory.mktemp("export")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = export_variant(ExportOptions(variant="svt_s", out_dir=out, precisions=("fp16", "int8"),
-                                           calib_synthetic=True, calib_size=16, verify_samples=1, progress=False))
-        backbone = export_variant(ExportOptions(variant="svt_s", out_dir=out, features=True, verify_samples=1,
-                                                progress=False))
-    return {**res.artifacts, "features": backbone.artifacts["fp32"]}
+        backbone = export_variant(ExportOptions(variant="svt_s", out_dir=tmp_path_factory.mktemp("export"),
+                                                features=True, verify_samples=1, progress=False))
+    return {**svt_s_224.artifacts, "features": backbone.artifacts["fp32"]}
 
 
 @pytest.fixture(scope="module")

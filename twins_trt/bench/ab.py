@@ -18,10 +18,11 @@ How a run goes (`run_ab`):
    (memory layout, allocation order, warm caches), so the process pair, not the round, is the unit
    of replication. Per round the ratio base p50 / new p50 is taken; per pair, the median of its
    rounds; over pairs, the median and a distribution-free 99% interval of that median (order
-   statistics, `bench.ab_stats`; 8 pairs at first, whose [min, max] is that interval), so a pair that a busy neighbour disturbed moves the interval's
-   edge, not the verdict. A cell passes when the whole interval is at or above 1 - max_regression,
-   fails when the whole interval is below it, and is inconclusive otherwise: inconclusive cells are
-   measured again, round by round, up to `max_rounds`. One still inconclusive then is reported as
+   statistics, `bench.ab_stats`; 8 pairs at first, whose [min, max] is that interval), so a pair
+   that a busy neighbour disturbed moves the interval's edge, not the verdict. A cell passes when
+   the whole interval is at or above 1 - max_regression, fails when the whole interval is below
+   it, and is inconclusive otherwise: inconclusive cells are measured again, round by round, up to
+   `max_rounds`. One still inconclusive then is reported as
    such (a difference the noise does not resolve is not a demonstrated regression), never passed or
    failed on a lucky draw.
 

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--iters", type=positive_int, help="timed iterations per cell and round (default: 10)")
     g.add_argument("--min-seconds", type=positive_float, metavar="S",
                    help="instead of --iters: time each cell for at least S seconds per round (>= 3 iterations)")
-    p.add_argument("--rounds", type=positive_int, help="alternating rounds over all backends (default: 3; 8 with --against, a process pair each)")
+    p.add_argument("--rounds", type=positive_int,
+                   help="alternating rounds over all backends (default: 3; 8 with --against, a process pair each)")
     p.add_argument("--threads", type=positive_int,
                    help="CPU threads for torch and ONNX Runtime alike (default: all usable cores)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

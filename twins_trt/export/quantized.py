@@ -113,7 +113,8 @@ def export_quantized(precision: str, opts: ExportOptions, res, fp32_path: Path, 
                        "heldout_samples": len(heldout), "trials": sum(s.figures is not None for s in scores),
                        "seconds": round(time.perf_counter() - t0, 1)}
         if fallback:
-            found = search(qdq, rank(scores, budget), regions, heldout, budget, all_q, opts.progress)
+            found = search(qdq, rank(scores, budget), regions, heldout, budget, all_q, opts.progress,
+                           mac_shares={sc.region: sc.mac_share for sc in scores})
             found.seconds = time.perf_counter() - t0
             extra["search"] = found.to_dict()
             info["search"] = {"method": method, "sensitivity_trials": extra["trials"], "trials": len(found.trials),
@@ -131,7 +132,9 @@ def export_quantized(precision: str, opts: ExportOptions, res, fp32_path: Path, 
             info.update(fp16_regions=found.fp16_regions, fp16_nodes=exclude)
             say(f"budget {budget} met with {len(found.fp16_regions)} region(s) in FP16 "
                 f"({', '.join(found.fp16_regions)}) after {extra['trials']} sensitivity and {len(found.trials)} search "
-                f"trial(s), {found.seconds:.0f} s")
+                f"trial(s), {found.seconds:.0f} s"
+                + (f"; {len(found.returned)} region(s) of the greedy choice put back in {label} by the backward pass "
+                   f"({', '.join(found.returned)})" if found.returned else ""))
 
     def build(tmp: Path) -> dict:
         info["built_by"] = "ModelOpt nodes_to_exclude" if exclude else "ModelOpt"

@@ -4,7 +4,8 @@ Two methods rank the regions (`METHODS`):
 
 - `local` (the default): one pass measures every region's own quantization error (`local.local_errors`), then
   the `confirm` regions with the largest are measured leave-one-out; those lead the ranking in that order, the
-  rest follow by local error. It costs about `confirm` + 2 inferences instead of one per region.
+  rest follow by local error per share of the MACs they would take out of INT8 (regions without MACs first). It
+  costs about `confirm` + 2 inferences instead of one per region.
 - `loo`: every region measured leave-one-out (one session and one held-out inference per region).
 
 Sensitivity is measured *leave-one-out*: calibrate once, then for each region remove the Q/DQ pairs
@@ -19,7 +20,7 @@ greedily in that order, until the budget is met; the final artifact is made by M
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 
@@ -80,10 +81,12 @@ def local_sensitivity(qdq: onnx.ModelProto, regions: dict[str, Region], heldout:
 
 def rank(scores: list[RegionScore], budget: Budget) -> list[RegionScore]:
     """Most sensitive first: the regions measured left out (all of them with `loo`), by the largest recovery of the
-    budget's figure, then by cosine; then the others (`local`) by the largest local error."""
+    budget's figure, then by cosine; then the others (`local`) by their local error per share of the MACs they would
+    take out of INT8 (the search's cost): those holding no MatMul/Conv MACs first, by local error."""
     def key(s: RegionScore):
         if s.figures is None:
-            return (1, -(s.local_error or 0.0), 0.0)
+            err = s.local_error or 0.0
+            return (1, 0, -err) if s.mac_share <= 0 else (1, 1, -err / s.mac_share)
         v = s.figures.top1_agreement if budget.metric == "agreement" else s.figures.cosine
         return (0, -(v if v is not None else 0.0), -s.figures.cosine)
 
@@ -109,21 +112,29 @@ class SearchResult:
     met: bool
     trials: list[dict]
     seconds: float = 0.0
+    forward: list[str] | None = None  # the greedy prefix that first met the budget (None: not met, or met by all-INT8)
+    returned: list[str] = field(default_factory=list)  # regions of that prefix the backward pass put back in INT8
 
     def to_dict(self) -> dict:
         return {"budget": str(self.budget), "all_int8": self.all_int8.to_dict(), "fp16_regions": self.fp16_regions,
                 "figures": self.figures.to_dict(), "met": self.met, "trials": self.trials,
-                "seconds": round(self.seconds, 1)}
+                "forward": self.forward, "returned": self.returned, "seconds": round(self.seconds, 1)}
 
 
 def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, Region], heldout: HeldOut,
-           budget: Budget, all_int8: Figures, progress: bool = True) -> SearchResult:
+           budget: Budget, all_int8: Figures, progress: bool = True,
+           mac_shares: dict[str, float] | None = None) -> SearchResult:
     """Keep the k most sensitive regions in FP16 for the smallest k that meets the budget (`all_int8`: the figures
     of the all-quantized graph, INT8 or FP8).
 
     Greedy in sensitivity order; k is found by doubling (1, 2, 4, ...) then bisecting, so the search
     costs about 2*log2(regions) evaluations rather than one per region. Without the budget met even
     with every region in FP16, the best figures reached are returned with met=False.
+
+    Then a backward pass (`mac_shares` given): the chosen regions that hold MACs, the largest first, are each
+    returned to INT8 (FP8) on trial and stay there when the budget still holds. The greedy order is only a
+    ranking, so its prefix can hold a region the others make unnecessary; this takes it back, trial-checked,
+    so the budget is still met and the share of MACs in low precision only grows (one trial per such region).
     """
     from tqdm import tqdm
 
@@ -157,5 +168,15 @@ def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, R
             hi = mid
         else:
             lo = mid
+    chosen, best, returned = order[:hi], cache[hi], []
+    for name in sorted((r for r in chosen if (mac_shares or {}).get(r, 0.0) > 0), key=lambda r: -mac_shares[r]):
+        keep = [r for r in chosen if r != name]
+        fig = heldout.score(without_qdq(qdq, {n for r in keep for n in regions[r].nodes}))
+        trials.append({"fp16_regions": len(keep), "returned": name, **fig.to_dict()})
+        bar.update(1)
+        bar.set_postfix_str(f"back to {heldout.precision}: {name} {budget.metric} {fig.value(budget):.4f}")
+        if fig.meets(budget):
+            chosen, best = keep, fig
+            returned.append(name)
     bar.close()
-    return SearchResult(budget, all_int8, order[:hi], cache[hi], True, trials)
+    return SearchResult(budget, all_int8, chosen, best, True, trials, forward=order[:hi], returned=returned)
