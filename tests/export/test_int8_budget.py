@@ -260,20 +260,28 @@ def _residual_with_outliers(path, outliers: list[float], width: int = 32) -> onn
     return model
 
 
-def test_local_ranking_agrees_with_leave_one_out(tmp_path):
-    """The quick ranking (one local-error pass) orders the layers as leave-one-out does: the same most sensitive
-    layer and a rank correlation that a random order reaches about 1 time in 100 (8 layers)."""
+OUTLIERS = [3.0, 40.0, 1.0, 12.0, 80.0, 6.0, 25.0, 2.0]
+
+
+def _quantized_chain(tmp_path):
+    """The residual stack with OUTLIERS, max-calibrated by ModelOpt on one sample: (fp32, qdq, its 8 "layerK matmul"
+    regions, 5 held-out samples)."""
     from modelopt.onnx.quantization import quantize
 
-    outliers = [3.0, 40.0, 1.0, 12.0, 80.0, 6.0, 25.0, 2.0]
-    fp32 = _residual_with_outliers(tmp_path / "chain.onnx", outliers)
+    fp32 = _residual_with_outliers(tmp_path / "chain.onnx", OUTLIERS)
     x = np.abs(np.random.default_rng(3).standard_normal((6, 1, 16, 32))).astype(np.float32)
     quantize(str(tmp_path / "chain.onnx"), calibration_data=x[0], calibration_method="max", calibration_eps=["cpu"],
              output_path=str(tmp_path / "q.onnx"), log_level="ERROR")
     qdq = onnx.load(str(tmp_path / "q.onnx"))
-    regions = {k: r for k, r in bud.find_regions(fp32, qdq).items() if k.startswith("layer")}  # "layer4 matmul"
-    assert len(regions) == len(outliers)
-    heldout = bud.HeldOut(fp32, x[1:, 0])
+    regions = {k: r for k, r in bud.find_regions(fp32, qdq).items() if k.startswith("layer")}
+    return fp32, qdq, regions, bud.HeldOut(fp32, x[1:, 0])
+
+
+def test_local_ranking_agrees_with_leave_one_out(tmp_path):
+    """The quick ranking (one local-error pass) orders the layers as leave-one-out does: the same most sensitive
+    layer and a rank correlation that a random order reaches about 1 time in 100 (8 layers)."""
+    fp32, qdq, regions, heldout = _quantized_chain(tmp_path)
+    assert len(regions) == len(OUTLIERS)
     budget = bud.Budget("cosine", 1.0)
     loo = [s.region for s in bud.rank(bud.sensitivity(qdq, regions, heldout, progress=False), budget)]
     local_scores = bud.local_sensitivity(qdq, regions, heldout, confirm=0, progress=False)
@@ -294,16 +302,7 @@ def test_backward_pass_returns_unneeded_regions_to_int8_and_keeps_the_budget(tmp
     """The greedy search takes a ranking's prefix; a poor ranking puts regions in it that the budget does not need.
     The backward pass puts each such region (largest MAC share first) back in INT8 on trial, keeps it there only
     when the budget still holds, and so never loses the budget and never lowers the MACs in INT8."""
-    from modelopt.onnx.quantization import quantize
-
-    outliers = [3.0, 40.0, 1.0, 12.0, 80.0, 6.0, 25.0, 2.0]
-    fp32 = _residual_with_outliers(tmp_path / "chain.onnx", outliers)
-    x = np.abs(np.random.default_rng(3).standard_normal((6, 1, 16, 32))).astype(np.float32)
-    quantize(str(tmp_path / "chain.onnx"), calibration_data=x[0], calibration_method="max", calibration_eps=["cpu"],
-             output_path=str(tmp_path / "q.onnx"), log_level="ERROR")
-    qdq = onnx.load(str(tmp_path / "q.onnx"))
-    regions = {k: r for k, r in bud.find_regions(fp32, qdq).items() if k.startswith("layer")}
-    heldout = bud.HeldOut(fp32, x[1:, 0])
+    fp32, qdq, regions, heldout = _quantized_chain(tmp_path)
     all_int8 = heldout.score(qdq)
     scores = bud.sensitivity(qdq, regions, heldout, progress=False)
     best = bud.rank(scores, bud.Budget("cosine", 1.0))
