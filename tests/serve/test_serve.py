@@ -195,6 +195,19 @@ def metric(server: ServeProcess, name: str) -> float:
                if line.startswith(name + "{") and f'model="{MODEL}"' in line)
 
 
+def settled_counts(server: ServeProcess, expected: int, timeout_s: float = 15.0) -> tuple[float, float]:
+    """Triton's success and failure counters, read until they reach `expected` together (or `timeout_s` passes):
+    a response can reach the client before Triton counts it (seen once: 159 counted, all 160 answered)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        success, failure = metric(server, "nv_inference_request_success"), metric(server, "nv_inference_request_failure")
+        if success + failure >= expected or time.monotonic() > deadline:
+            return success, failure
+        time.sleep(0.25)
+
+
 def test_load_with_a_kill_and_a_restart_loses_no_request_and_answers_none_wrong(served, reference):
     samples, expected = reference
     server = live(served)
@@ -213,7 +226,7 @@ def test_load_with_a_kill_and_a_restart_loses_no_request_and_answers_none_wrong(
     server.start()  # same ports
     after = run_load(target, samples, concurrency=16, requests=requests, expected=expected, atol=ATOL,
                      poison_every=poison_every, timeout_s=60)
-    success, failure = metric(server, "nv_inference_request_success"), metric(server, "nv_inference_request_failure")
+    success, failure = settled_counts(server, requests)
     print(f"\nkilled mid-load: {json.dumps(before.to_dict())}\nafter restart: {json.dumps(after.to_dict())}"
           f"\nserver after restart counted {success:.0f} successes, {failure:.0f} failures")
     for r in (before, after):
