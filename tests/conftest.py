@@ -103,9 +103,9 @@ class SharedExport:
         self.said = (folder / "said.txt").read_text().splitlines()
 
     def manifest(self, precision: str) -> dict:
-        import json
+        from twins_trt.artifacts import read_manifest
 
-        return json.loads(self.artifacts[precision].with_suffix(".json").read_text())
+        return read_manifest(self.artifacts[precision])
 
 
 @pytest.fixture(scope="session")

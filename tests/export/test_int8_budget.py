@@ -312,8 +312,8 @@ def test_backward_pass_returns_unneeded_regions_to_int8_and_keeps_the_budget(tmp
     worst = best[::-1]
     shares = {s.region: s.mac_share for s in scores}
     assert all(v > 0 for v in shares.values())
-    plain = bud.search(qdq, worst, regions, heldout, budget, all_int8, progress=False)  # no backward pass
-    found = bud.search(qdq, worst, regions, heldout, budget, all_int8, progress=False, mac_shares=shares)
+    plain = bud.search(qdq, worst, regions, heldout, budget, all_int8, progress=False, backward=False)
+    found = bud.search(qdq, worst, regions, heldout, budget, all_int8, progress=False)
     assert plain.met and plain.returned == [] and len(plain.forward) > 2
     assert plain.fp16_regions == plain.forward == [s.region for s in worst][: len(plain.forward)]
     assert found.met and found.forward == plain.forward and found.returned

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from twins_trt.bench.ab_stats import MIN_PAIRS, CellVerdict, decide
+from twins_trt.bench.ab_stats import MIN_PAIRS, CellVerdict, decide, document_confidence
 from twins_trt.bench.revisions import checkout_revision, code_root, describe_revision, resolve_revision
 from twins_trt.errors import WorkerError
 from twins_trt.export.graph_report import compare_graphs, graph_summary
@@ -321,7 +321,7 @@ def format_ab(doc: dict) -> str:
     """Console table: one line per cell, then the graph gate and the verdict."""
     cfg = doc["config"]
     bound = 1 - cfg["max_regression"]
-    conf = next((c["verdict"].get("confidence", 0.95) for c in doc["cells"] if c.get("verdict")), 0.99)
+    conf = document_confidence(doc)
     lines = [f"A/B vs {doc['base_describe']} ({doc['base_commit'][:12]}); gated: new img/s / base img/s "
              f">= {bound:.2f} ({conf:.0%} interval over process pairs, both sides restarted every "
              f"{cfg.get('restart_every', 1)} round(s))",

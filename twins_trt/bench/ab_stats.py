@@ -90,3 +90,8 @@ def decide(ratios: list[float], max_regression: float, pairs: list[int] | None =
     change = "slower" if high < 1.0 else "faster" if low > 1.0 else "none"
     return CellVerdict(status, statistics.median(units), low, high, len(ratios), (min(ratios), max(ratios)),
                        len(units), change, confidence)
+
+
+def document_confidence(doc: dict) -> float:
+    """The confidence of the intervals an A/B document holds (0.95 in documents written before it was recorded)."""
+    return next((c["verdict"].get("confidence", 0.95) for c in doc["cells"] if c.get("verdict")), CONFIDENCE)

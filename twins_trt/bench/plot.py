@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from twins_trt.artifacts import atomic_path
+from twins_trt.bench.ab_stats import document_confidence
 
 
 def plot_throughput(doc: dict, path: str | os.PathLike) -> Path:
@@ -55,7 +56,7 @@ def plot_ab(doc: dict, path: str | os.PathLike) -> Path:
 
     cells = [c for c in doc["cells"] if c.get("verdict")]
     bound = 1 - doc["config"]["max_regression"]
-    conf = next((c["verdict"].get("confidence", 0.95) for c in cells), 0.99)
+    conf = document_confidence(doc)
     colors = {"pass": "tab:green", "regression": "tab:red", "inconclusive": "tab:orange"}
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(cells) + 2), 4.2))
     for i, c in enumerate(cells):

@@ -130,7 +130,7 @@ def _wait_for_ctrl_c(server) -> bool:
     try:
         server.wait()
     except KeyboardInterrupt:
-        received.append(signal.SIGINT)
+        pass  # on_sigint recorded it
     finally:
         signal.signal(signal.SIGINT, previous)
     return bool(received)

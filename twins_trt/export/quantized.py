@@ -113,8 +113,7 @@ def export_quantized(precision: str, opts: ExportOptions, res, fp32_path: Path, 
                        "heldout_samples": len(heldout), "trials": sum(s.figures is not None for s in scores),
                        "seconds": round(time.perf_counter() - t0, 1)}
         if fallback:
-            found = search(qdq, rank(scores, budget), regions, heldout, budget, all_q, opts.progress,
-                           mac_shares={sc.region: sc.mac_share for sc in scores})
+            found = search(qdq, rank(scores, budget), regions, heldout, budget, all_q, opts.progress)
             found.seconds = time.perf_counter() - t0
             extra["search"] = found.to_dict()
             info["search"] = {"method": method, "sensitivity_trials": extra["trials"], "trials": len(found.trials),

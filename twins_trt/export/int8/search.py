@@ -122,8 +122,7 @@ class SearchResult:
 
 
 def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, Region], heldout: HeldOut,
-           budget: Budget, all_int8: Figures, progress: bool = True,
-           mac_shares: dict[str, float] | None = None) -> SearchResult:
+           budget: Budget, all_int8: Figures, progress: bool = True, backward: bool = True) -> SearchResult:
     """Keep the k most sensitive regions in FP16 for the smallest k that meets the budget (`all_int8`: the figures
     of the all-quantized graph, INT8 or FP8).
 
@@ -131,7 +130,7 @@ def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, R
     costs about 2*log2(regions) evaluations rather than one per region. Without the budget met even
     with every region in FP16, the best figures reached are returned with met=False.
 
-    Then a backward pass (`mac_shares` given): the chosen regions that hold MACs, the largest first, are each
+    Then a backward pass (unless `backward` is False): the chosen regions that hold MACs, the largest first, are each
     returned to INT8 (FP8) on trial and stay there when the budget still holds. The greedy order is only a
     ranking, so its prefix can hold a region the others make unnecessary; this takes it back, trial-checked,
     so the budget is still met and the share of MACs in low precision only grows (one trial per such region).
@@ -143,10 +142,12 @@ def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, R
     cache: dict[int, Figures] = {0: all_int8}
     bar = tqdm(desc="fp16 fallback search", unit="trial", disable=not progress, leave=False)
 
+    def score_without(names: list[str]) -> Figures:  # these regions out of INT8 (FP8), the rest as calibrated
+        return heldout.score(without_qdq(qdq, {n for name in names for n in regions[name].nodes}))
+
     def trial(k: int) -> Figures:
         if k not in cache:
-            nodes = {n for name in order[:k] for n in regions[name].nodes}
-            cache[k] = heldout.score(without_qdq(qdq, nodes))
+            cache[k] = score_without(order[:k])
             trials.append({"fp16_regions": k, **cache[k].to_dict()})
             bar.update(1)
             bar.set_postfix_str(f"k={k} {budget.metric} {cache[k].value(budget):.4f}")
@@ -169,9 +170,10 @@ def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, R
         else:
             lo = mid
     chosen, best, returned = order[:hi], cache[hi], []
-    for name in sorted((r for r in chosen if (mac_shares or {}).get(r, 0.0) > 0), key=lambda r: -mac_shares[r]):
+    share = {s.region: s.mac_share for s in ranked}
+    for name in sorted((r for r in chosen if backward and share[r] > 0), key=lambda r: -share[r]):
         keep = [r for r in chosen if r != name]
-        fig = heldout.score(without_qdq(qdq, {n for r in keep for n in regions[r].nodes}))
+        fig = score_without(keep)
         trials.append({"fp16_regions": len(keep), "returned": name, **fig.to_dict()})
         bar.update(1)
         bar.set_postfix_str(f"back to {heldout.precision}: {name} {budget.metric} {fig.value(budget):.4f}")
