@@ -7,10 +7,12 @@ not once per worker: `built_once` puts them under the run's shared temporary fol
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -31,12 +33,13 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
     from filelock import FileLock
 
     out = shared_root(tmp_path_factory) / name
+    done = out.with_name(f"{name}.built")  # beside the folder: the folder holds what build wrote and nothing else
     with FileLock(f"{out}.lock"):
-        if not (out / ".built").is_file():
+        if not done.is_file():
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             build(out)
-            (out / ".built").touch()
+            done.touch()
     return out
 
 
@@ -101,11 +104,33 @@ class SharedExport:
         self.folder, self.options = folder, options
         self.artifacts = {p: folder / f"{options.stem}.{p}.onnx" for p in ("fp32", *precisions)}
         self.said = (folder / "said.txt").read_text().splitlines()
+        tables = folder / "sensitivity_tables.json"  # what the export printed per quantized precision, if anything
+        self.sensitivity_tables: dict[str, str] = json.loads(tables.read_text()) if tables.is_file() else {}
 
     def manifest(self, precision: str) -> dict:
         from twins_trt.artifacts import read_manifest
 
         return read_manifest(self.artifacts[precision])
+
+    def seen_as(self, precision: str) -> SimpleNamespace:
+        """The export as a test of one quantized precision reads it: options, artifacts, that precision's manifest
+        and sensitivity table."""
+        return SimpleNamespace(options=self.options, artifacts=self.artifacts, manifest=self.manifest(precision),
+                               sensitivity_table=self.sensitivity_tables.get(precision))
+
+
+def _export_into(out: Path, options) -> None:
+    """export_variant(options), writing what it said and its sensitivity tables beside the artifacts."""
+    import warnings
+
+    from twins_trt.export import export_variant
+
+    said: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights (and synthetic calibration where asked), on purpose here
+        res = export_variant(options, on_step=said.append)
+    (out / "said.txt").write_text("\n".join(said) + "\n")
+    (out / "sensitivity_tables.json").write_text(json.dumps(res.sensitivity_tables))
 
 
 @pytest.fixture(scope="session")
@@ -113,20 +138,46 @@ def svt_s_224(tmp_path_factory) -> SharedExport:
     """svt_s FP32 + FP16 + INT8 at 224x224, static batch 1, random weights (seed 0), INT8 calibrated on 16 synthetic
     inputs (the distribution twins-verify checks on: cosine ~0.990, right at the INT8 bound; fewer fall below it),
     verified on 2 samples, checked on OpenVINO. Built once per run for the trt, triton and openvino tests; read only."""
-    import warnings
-
-    from twins_trt.export import ExportOptions, export_variant
+    from twins_trt.export import ExportOptions
 
     opts = dict(variant="svt_s", precisions=("fp16", "int8"), calib_synthetic=True, calib_size=16, verify_samples=2,
                 progress=False)
-
-    def build(out: Path) -> None:
-        said: list[str] = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # random weights and synthetic calibration, on purpose here
-            export_variant(ExportOptions(out_dir=out, **opts), on_step=said.append)
-        (out / "said.txt").write_text("\n".join(said) + "\n")
-
-    folder = built_once(tmp_path_factory, "svt_s_224_fp32_fp16_int8", build)
-
+    folder = built_once(tmp_path_factory, "svt_s_224_fp32_fp16_int8",
+                        lambda out: _export_into(out, ExportOptions(out_dir=out, **opts)))
     return SharedExport(folder, ExportOptions(out_dir=folder, **opts), opts["precisions"])
+
+
+TIMM = {"svt_s": "twins_svt_small", "pcpvt_s": "twins_pcpvt_small"}
+INT8_BUDGET, FP8_BUDGET = "cosine>=0.999", "cosine>=0.995"
+
+
+@pytest.fixture(scope="session")
+def timm_int8_fp8(tmp_path_factory, calib_photos) -> Callable[[str], SharedExport]:
+    """variant -> timm's own state dict (random init, seed 0) exported once per run to FP32, INT8 under
+    cosine>=0.999 (a budget all-INT8 misses: the FP16 fallback search runs) and FP8 under cosine>=0.995 (calibrated
+    once: FP8 reuses INT8's scales), both sensitivity reports written; 96x96, max calibration on 16 of scikit-image's
+    photographs with 4 held out. svt_s ranks its regions by the default (local) method, pcpvt_s leave-one-out.
+
+    test_int8_budget and test_fp8 read the same exports. They ask for the variants in opposite orders, so two workers
+    build the two side by side and then each reuses the other's, and one worker builds both in turn."""
+    timm = pytest.importorskip("timm")
+    from twins_trt.export import ExportOptions
+
+    def options(variant: str, folder: Path) -> ExportOptions:
+        return ExportOptions(
+            variant=variant, out_dir=folder, weights=folder / "weights.pth", precisions=("int8", "fp8"),
+            calib_dir=folder / "photos", calib_size=16, calib_method="max", img_size=(96, 96), int8_regions="kind",
+            int8_budget=INT8_BUDGET, fp8_budget=FP8_BUDGET, int8_sensitivity=True, verify_samples=1, progress=False,
+            sensitivity_method="loo" if variant == "pcpvt_s" else "local")
+
+    def build(variant: str, out: Path) -> None:
+        shutil.copytree(calib_photos, out / "photos")
+        torch.manual_seed(0)
+        torch.save(timm.create_model(TIMM[variant], pretrained=False).state_dict(), out / "weights.pth")
+        _export_into(out, options(variant, out))
+
+    def get(variant: str) -> SharedExport:
+        folder = built_once(tmp_path_factory, f"timm_{variant}_96_int8_fp8", lambda out: build(variant, out))
+        return SharedExport(folder, options(variant, folder), ("int8", "fp8"))
+
+    return get

@@ -2,7 +2,8 @@
 budget, verified on both CPU runtimes, with the sensitivity report and the FP16 fallback of INT8's machinery.
 
 timm's own twins_svt_small / twins_pcpvt_small state dicts (random init, seed 0) and scikit-image's photographs, some
-held out of calibration; 96x96 inputs keep each export to a minute or two on two cores.
+held out of calibration; 96x96 inputs keep each export to a minute or two on two cores. The exports are
+test_int8_budget's (`timm_int8_fp8` in conftest: one FP32 export and one calibration per variant for both files).
 """
 
 from __future__ import annotations
@@ -12,33 +13,21 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
 
-from twins_trt import artifacts
 from twins_trt.cli import export as cli
 from twins_trt.export import ExportOptions, export_variant
 from twins_trt.export.int8 import mac_share, node_macs
 from twins_trt.qdq import formats_in, quantized_nodes
 
-TIMM = {"svt_s": "twins_svt_small", "pcpvt_s": "twins_pcpvt_small"}
 FP8_BUDGET = "cosine>=0.995"
 
 
-@pytest.fixture(scope="module", params=list(TIMM))
-def exported(request, tmp_path_factory, calib_photos):
-    """INT8 (a loose budget: it is here for its calibration) then FP8 under cosine>=0.995, one call, as a user would.
-    Regions ranked by the local method (one pass, the top ones confirmed by leaving them out; test_int8_budget
-    covers leave-one-out on the same models)."""
-    timm = pytest.importorskip("timm")
-    out = tmp_path_factory.mktemp(f"fp8_{request.param}")
-    torch.manual_seed(0)
-    weights = out / "weights.pth"
-    torch.save(timm.create_model(TIMM[request.param], pretrained=False).state_dict(), weights)
-    res = export_variant(ExportOptions(
-        variant=request.param, out_dir=out, weights=weights, precisions=("int8", "fp8"), calib_dir=calib_photos,
-        calib_size=16, calib_method="max", img_size=(96, 96), int8_regions="kind", int8_budget="cosine>=0.9",
-        fp8_budget=FP8_BUDGET, int8_sensitivity=True, sensitivity_method="local", verify_samples=1, progress=False))
-    res.manifest = json.loads(artifacts.manifest_path(res.artifacts["fp8"]).read_text())
+@pytest.fixture(scope="module", params=["svt_s", "pcpvt_s"])  # test_int8_budget asks in the other order (conftest)
+def exported(request, timm_int8_fp8):
+    """INT8 under its budget (test_int8_budget's export: here for its calibration) then FP8 under cosine>=0.995, one
+    call, as a user would. Regions ranked by the local method on svt_s, leave-one-out on pcpvt_s."""
+    res = timm_int8_fp8(request.param).seen_as("fp8")
+    assert str(res.options.budgets["fp8"]) == FP8_BUDGET
     return res
 
 

@@ -13,32 +13,20 @@ import onnx
 import pytest
 import torch
 
-from twins_trt import artifacts
 from twins_trt.errors import AccuracyBudgetError
 from twins_trt.export import ExportOptions, export_variant
 from twins_trt.export import int8 as bud
 from twins_trt.export import overflow as ovf
 
-TIMM = {"svt_s": "twins_svt_small", "pcpvt_s": "twins_pcpvt_small"}
-
-
 BUDGET = "cosine>=0.999"
 
 
-@pytest.fixture(scope="module", params=list(TIMM))
-def budgeted(request, tmp_path_factory, calib_photos):
+@pytest.fixture(scope="module", params=["pcpvt_s", "svt_s"])  # test_fp8 asks in the other order (conftest)
+def budgeted(request, timm_int8_fp8):
     """An INT8 export under a budget that all-INT8 misses (max calibration: the quicker, cruder one). svt_s ranks its
-    regions by the default (local) method, pcpvt_s leave-one-out."""
-    timm = pytest.importorskip("timm")
-    out = tmp_path_factory.mktemp(f"budget_{request.param}")
-    torch.manual_seed(0)
-    weights = out / "weights.pth"
-    torch.save(timm.create_model(TIMM[request.param], pretrained=False).state_dict(), weights)
-    res = export_variant(ExportOptions(
-        variant=request.param, out_dir=out, weights=weights, precisions=("int8",), calib_dir=calib_photos, calib_size=16,
-        calib_method="max", img_size=(96, 96), int8_regions="kind", int8_budget=BUDGET, verify_samples=1,
-        progress=False, **({"sensitivity_method": "loo"} if request.param == "pcpvt_s" else {})))
-    res.manifest = json.loads(artifacts.manifest_path(res.artifacts["int8"]).read_text())
+    regions by the default (local) method, pcpvt_s leave-one-out. The same export as test_fp8's (it adds FP8)."""
+    res = timm_int8_fp8(request.param).seen_as("int8")
+    assert str(res.options.budgets["int8"]) == BUDGET
     return res
 
 
@@ -55,9 +43,9 @@ def test_all_int8_figures_are_on_held_out_images_with_their_spread(budgeted):
 def test_budgeted_export_meets_a_budget_all_int8_misses(budgeted):
     m = budgeted.manifest["int8"]
     assert m["budget"] == BUDGET and m["all_int8"]["cosine"] < 0.999  # what the plain export would write
-    ver = budgeted.verdicts["int8"]
-    assert ver.inputs == "held-out images" and ver.samples == 8
-    assert ver.passed and ver.metric == "cosine" and ver.bound == 0.999 and ver.worst >= 0.999
+    ver = budgeted.manifest["verification"]
+    assert ver["inputs"] == "held-out images" and ver["samples"] == 8
+    assert ver["passed"] and ver["metric"] == "cosine" and ver["bound"] == 0.999 and ver["worst"] >= 0.999
     assert m["figures"]["cosine"] >= 0.999
     assert m["fp16_regions"] and m["fp16_nodes"]
     # the FP16 regions really are FP16 in the artifact: none of their compute nodes is fed through Q/DQ
