@@ -15,7 +15,7 @@ import onnx
 import pytest
 
 from twins_trt.cli import export as cli
-from twins_trt.export import ExportOptions, export_variant
+from twins_trt.export import ExportOptions
 from twins_trt.export.int8 import mac_share, node_macs
 from twins_trt.qdq import formats_in, quantized_nodes
 

@@ -11,10 +11,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from twins_trt.errors import AccuracyBudgetError
-from twins_trt.export import ExportOptions, export_variant
+from twins_trt.export import ExportOptions
 from twins_trt.export import int8 as bud
 from twins_trt.export import overflow as ovf
 
