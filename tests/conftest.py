@@ -147,7 +147,6 @@ def svt_s_224(tmp_path_factory) -> SharedExport:
     return SharedExport(folder, ExportOptions(out_dir=folder, **opts), opts["precisions"])
 
 
-TIMM = {"svt_s": "twins_svt_small", "pcpvt_s": "twins_pcpvt_small"}
 INT8_BUDGET, FP8_BUDGET = "cosine>=0.999", "cosine>=0.995"
 
 
@@ -161,6 +160,7 @@ def timm_int8_fp8(tmp_path_factory, calib_photos) -> Callable[[str], SharedExpor
     test_int8_budget and test_fp8 read the same exports. They ask for the variants in opposite orders, so two workers
     build the two side by side and then each reuses the other's, and one worker builds both in turn."""
     timm = pytest.importorskip("timm")
+    from twins_trt import VARIANTS
     from twins_trt.export import ExportOptions
 
     def options(variant: str, folder: Path) -> ExportOptions:
@@ -173,7 +173,7 @@ def timm_int8_fp8(tmp_path_factory, calib_photos) -> Callable[[str], SharedExpor
     def build(variant: str, out: Path) -> None:
         shutil.copytree(calib_photos, out / "photos")
         torch.manual_seed(0)
-        torch.save(timm.create_model(TIMM[variant], pretrained=False).state_dict(), out / "weights.pth")
+        torch.save(timm.create_model(VARIANTS[variant].timm_name, pretrained=False).state_dict(), out / "weights.pth")
         _export_into(out, options(variant, out))
 
     def get(variant: str) -> SharedExport:

@@ -65,11 +65,8 @@ def linear_dead_end_cleanup():
     in the node count, 7 s of a 23 s INT8 quantization of svt_s at 96x96). While ModelOpt runs here, the same nodes
     are found from one set of the names consumed; the method is restored afterwards, and left alone where this
     ModelOpt lacks it."""
-    try:
-        from modelopt.onnx.autocast.precisionconverter import PrecisionConverter
-    except ImportError:
-        yield
-        return
+    from modelopt.onnx.autocast.precisionconverter import PrecisionConverter  # the callers have imported ModelOpt
+
     upstream = PrecisionConverter.__dict__.get("_cleanup_no_consumer_nodes")
     if upstream is None:
         yield
