@@ -1,5 +1,5 @@
-"""The linear dead-end cleanup that stands in for ModelOpt AutoCast's quadratic one while we call ModelOpt: the same
-graph out, node for node, and ModelOpt's own method back in place afterwards."""
+"""The linear consumer lookups that stand in for ModelOpt's quadratic ones while we call ModelOpt (AutoCast's dead-end
+cleanup, the redundant-cast pass): the same graph out, byte for byte, and ModelOpt's own functions back afterwards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from twins_trt.export.convert import linear_dead_end_cleanup
+from twins_trt.export.convert import linear_consumer_lookups
 
 pytest.importorskip("modelopt.onnx.autocast")
 
@@ -44,7 +44,7 @@ def test_the_linear_cleanup_gives_modelopts_graph_and_puts_modelopts_method_back
     _graph_with_dead_ends(src)
     upstream = PrecisionConverter._cleanup_no_consumer_nodes
     theirs = _autocast(src)
-    with linear_dead_end_cleanup():
+    with linear_consumer_lookups():
         assert PrecisionConverter._cleanup_no_consumer_nodes is not upstream  # ours runs inside
         ours = _autocast(src)
     assert PrecisionConverter._cleanup_no_consumer_nodes is upstream  # and ModelOpt's is back outside
@@ -53,10 +53,51 @@ def test_the_linear_cleanup_gives_modelopts_graph_and_puts_modelopts_method_back
     assert ours.SerializeToString() == theirs.SerializeToString()
 
 
-def test_the_method_is_put_back_when_modelopt_raises(tmp_path):
+def test_the_methods_are_put_back_when_modelopt_raises(tmp_path):
+    import modelopt.onnx.utils as mo_utils
     from modelopt.onnx.autocast.precisionconverter import PrecisionConverter
 
-    upstream = PrecisionConverter._cleanup_no_consumer_nodes
-    with pytest.raises(FileNotFoundError), linear_dead_end_cleanup():
+    upstream = PrecisionConverter._cleanup_no_consumer_nodes, mo_utils.remove_redundant_casts
+    with pytest.raises(FileNotFoundError), linear_consumer_lookups():
         _autocast(tmp_path / "missing.onnx")
-    assert PrecisionConverter._cleanup_no_consumer_nodes is upstream
+    assert (PrecisionConverter._cleanup_no_consumer_nodes, mo_utils.remove_redundant_casts) == upstream
+
+
+def _cast_chains() -> onnx.ModelProto:
+    """Casts of every kind the redundant-cast pass removes or keeps, in chains whose bypasses rewire each other:
+    x -> Cast(float) [same type] -> Cast(float16) -> Cast(float) [sequential, kept: low to high] -> Relu -> r;
+    x -> Cast(double) -> Cast(float) [high then low: the first one goes] -> Cast(float) [same type, feeds the graph
+    output y]; a float16 Constant -> Cast(float) [folded] -> Add; a Cast with two readers; a float Constant ->
+    Cast(float) [same type: its reader, a Cast(float16), then reads the Constant, which so has two readers and is
+    not folded: an index not kept up to date with the bypasses would fold it] -> Cast(float16) -> Cast(float) -> u."""
+    f, h, d = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE
+    cast = lambda i, o, to: helper.make_node("Cast", [i], [o], name=o, to=to)  # noqa: E731
+    const = helper.make_node("Constant", [], ["k16"], name="k16",
+                             value=numpy_helper.from_array(np.full((4,), 0.5, np.float16)))
+    nodes = [cast("x", "same", f), cast("same", "half", h), cast("half", "back", f),
+             helper.make_node("Relu", ["back"], ["r"], name="relu"),
+             cast("x", "dbl", d), cast("dbl", "flt", f), cast("flt", "y", f),
+             const, cast("k16", "k32", f), helper.make_node("Add", ["r", "k32"], ["z"], name="add"),
+             cast("z", "z2", f), helper.make_node("Mul", ["z2", "z2"], ["w"], name="square"),
+             helper.make_node("Sub", ["z2", "w"], ["v"], name="sub"),
+             helper.make_node("Constant", [], ["c32"], name="c32",
+                              value=numpy_helper.from_array(np.full((4,), 0.25, np.float32))),
+             cast("c32", "ca", f), cast("ca", "cb", h), cast("cb", "u", f)]
+    graph = helper.make_graph(nodes, "casts", [helper.make_tensor_value_info("x", f, [4])],
+                              [helper.make_tensor_value_info(o, f, [4]) for o in ("y", "v", "u")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    return onnx.shape_inference.infer_shapes(model)  # the pass reads every tensor's type, as AutoCast leaves them
+
+
+def test_the_indexed_redundant_cast_pass_gives_modelopts_graph():
+    import modelopt.onnx.utils as mo_utils
+
+    theirs = mo_utils.remove_redundant_casts(_cast_chains())
+    upstream = mo_utils.remove_redundant_casts, mo_utils.get_consumer_nodes, mo_utils._bypass_cast_node
+    with linear_consumer_lookups():
+        assert mo_utils.remove_redundant_casts is not upstream[0]  # ours runs inside
+        ours = mo_utils.remove_redundant_casts(_cast_chains())
+    assert (mo_utils.remove_redundant_casts, mo_utils.get_consumer_nodes, mo_utils._bypass_cast_node) == upstream
+    removed = {n.name for n in _cast_chains().graph.node} - {n.name for n in ours.graph.node}
+    assert {"same", "dbl", "k32", "ca"} <= removed and not {"back", "cb"} & removed  # it removed casts, kept some
+    assert ours.SerializeToString() == theirs.SerializeToString()
