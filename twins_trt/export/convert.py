@@ -59,6 +59,21 @@ def quiet():
 
 
 @contextlib.contextmanager
+def _swapped(owner, name: str, ours):
+    """`owner.name` is `ours` inside the block and what it was afterwards, also when the block raises; left alone
+    where `owner` lacks it."""
+    theirs = vars(owner).get(name)
+    if theirs is None:
+        yield
+        return
+    setattr(owner, name, ours)
+    try:
+        yield
+    finally:
+        setattr(owner, name, theirs)
+
+
+@contextlib.contextmanager
 def linear_consumer_lookups():
     """ModelOpt 0.47 finds a tensor's consumers by scanning every node's inputs, and does so once per node in two
     passes that run in every FP16 conversion and every INT8/FP8 quantization, which makes them quadratic in the
@@ -75,64 +90,49 @@ def linear_consumer_lookups():
     import modelopt.onnx.utils as mo_utils  # the callers have imported ModelOpt
     from modelopt.onnx.autocast.precisionconverter import PrecisionConverter
 
-    swaps: list[tuple[object, str, object]] = []  # (owner, name, ours)
-
     def cleanup_no_consumer_nodes(self) -> None:
         keep = {o.name for o in self.model.graph.output} | {i for n in self.model.graph.node for i in n.input}
         for node in [n for n in self.model.graph.node if not any(out in keep for out in n.output)]:
             self.model.graph.node.remove(node)
 
-    swaps.append((PrecisionConverter, "_cleanup_no_consumer_nodes", cleanup_no_consumer_nodes))
+    upstream = {name: vars(mo_utils).get(name) for name in
+                ("remove_redundant_casts", "get_consumer_nodes", "_bypass_cast_node")}
 
-    upstream_remove = getattr(mo_utils, "remove_redundant_casts", None)
-    upstream_lookup = getattr(mo_utils, "get_consumer_nodes", None)
-    upstream_bypass = getattr(mo_utils, "_bypass_cast_node", None)
-    if upstream_remove and upstream_lookup and upstream_bypass:
-        def remove_redundant_casts(model):
-            nodes = model.graph.node
-            consumers: dict[str, set[int]] = {}  # tensor -> positions of the nodes that read it
-            reads: list[set[str]] = []  # position -> the tensors that node reads
-            for pos, node in enumerate(nodes):
-                reads.append(set(node.input))
+    def remove_redundant_casts(model):
+        nodes = model.graph.node
+        consumers: dict[str, set[int]] = {}  # tensor -> positions of the nodes that read it
+        reads: list[set[str]] = []  # position -> the tensors that node reads
+        for pos, node in enumerate(nodes):
+            reads.append(set(node.input))
+            for name in reads[pos]:
+                consumers.setdefault(name, set()).add(pos)
+
+        def lookup(m, tensor_name):
+            if m is not model:
+                return upstream["get_consumer_nodes"](m, tensor_name)
+            return [nodes[pos] for pos in sorted(consumers.get(tensor_name, ()))]
+
+        def bypass(m, node):
+            if m is not model:
+                return upstream["_bypass_cast_node"](m, node)
+            # it rewires readers of the Cast's input or output: read those nodes' inputs again afterwards
+            touched = set().union(*(consumers.get(t, set()) for t in (*node.input, *node.output)))
+            upstream["_bypass_cast_node"](m, node)
+            for pos in touched:
+                for name in reads[pos]:
+                    consumers[name].discard(pos)
+                reads[pos] = set(nodes[pos].input)
                 for name in reads[pos]:
                     consumers.setdefault(name, set()).add(pos)
 
-            def lookup(m, tensor_name):
-                if m is not model:
-                    return upstream_lookup(m, tensor_name)
-                return [nodes[pos] for pos in sorted(consumers.get(tensor_name, ()))]
+        with _swapped(mo_utils, "get_consumer_nodes", lookup), _swapped(mo_utils, "_bypass_cast_node", bypass):
+            return upstream["remove_redundant_casts"](model)
 
-            def bypass(m, node):
-                if m is not model:
-                    return upstream_bypass(m, node)
-                # it rewires readers of the Cast's input or output: read those nodes' inputs again afterwards
-                touched = set().union(*(consumers.get(t, set()) for t in (*node.input, *node.output)))
-                upstream_bypass(m, node)
-                for pos in touched:
-                    for name in reads[pos]:
-                        consumers[name].discard(pos)
-                    reads[pos] = set(nodes[pos].input)
-                    for name in reads[pos]:
-                        consumers.setdefault(name, set()).add(pos)
-
-            mo_utils.get_consumer_nodes, mo_utils._bypass_cast_node = lookup, bypass
-            try:
-                return upstream_remove(model)
-            finally:
-                mo_utils.get_consumer_nodes, mo_utils._bypass_cast_node = upstream_lookup, upstream_bypass
-
-        swaps.append((mo_utils, "remove_redundant_casts", remove_redundant_casts))
-
-    upstream = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in swaps]
-    for owner, name, ours in swaps:
-        if owner.__dict__.get(name) is not None:
-            setattr(owner, name, ours)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_swapped(PrecisionConverter, "_cleanup_no_consumer_nodes", cleanup_no_consumer_nodes))
+        if all(upstream.values()):  # the pass and both functions it looks consumers up with
+            stack.enter_context(_swapped(mo_utils, "remove_redundant_casts", remove_redundant_casts))
         yield
-    finally:
-        for owner, name, theirs in upstream:
-            if theirs is not None:
-                setattr(owner, name, theirs)
 
 
 def torch_to_onnx(model: Twins, path: Path, opts: ExportOptions) -> onnx.ModelProto:
