@@ -43,7 +43,29 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> 
     return out
 
 
+# The files that take longest, longest first (each file runs on one worker: --dist loadfile), so the two workers
+# end together. The two that read `timm_int8_fp8` lead, one per worker, each building one variant while the other
+# builds the other. The shared svt_s_224 is built by the triton tests; its other readers come well after them.
+LONGEST_FIRST = [
+    "tests/export/test_int8_budget.py", "tests/export/test_fp8.py", "tests/export/test_export.py",
+    "tests/bench/test_bench_below_bound.py", "tests/segmentation/test_seg_cli.py", "tests/segmentation/test_seg_int8.py",
+    "tests/eval/test_eval.py", "tests/triton/test_triton_repo.py", "tests/bench/test_bench_resolve.py",
+    "tests/segmentation/test_segmentor.py", "tests/serve/test_serve.py", "tests/models/test_models.py",
+    "tests/export/test_cli.py", "tests/segmentation/test_head_widths.py", "tests/trt/test_trt_e2e_emulated.py",
+]
+
+
+def pytest_configure(config):
+    stale = [name for name in LONGEST_FIRST if not (Path(__file__).parent.parent / name).is_file()]
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py: LONGEST_FIRST names files that do not exist: {stale}")
+    if hasattr(config.option, "loadscopereorder"):  # xdist would order the files by their number of tests instead
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest as collected
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine (run on a GPU host: pytest -m gpu)")
