@@ -86,6 +86,26 @@ def test_fp8_sensitivity_report_is_written_beside_the_artifact(exported):
     assert exported.manifest["fp8"]["sensitivity_report"] == f"{stem}.fp8.sensitivity.json"
 
 
+def test_fp8_trial_graphs_take_their_weights_computed_once_with_the_same_outputs(exported):
+    """As for INT8 (test_int8_budget): HeldOut's FP8 graphs get their FP8 weights computed once by ONNX Runtime's own
+    QuantizeLinear kernel (it hands FP8 back as bytes), and every output is the same, bit for bit, at the level FP8
+    runs at."""
+    from twins_trt.export.int8.budget import run_onnx, with_weights_quantized
+    from twins_trt.qdq import without_qdq
+
+    graph = onnx.load(str(exported.artifacts["fp8"]))
+    inits = {i.name for i in graph.graph.initializer}
+    weights = [n.output[0] for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    x = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
+    cache: dict = {}
+    for g in (graph, without_qdq(graph, set(sorted(quantized_nodes(graph, "fp8"))[:20]))):
+        folded = with_weights_quantized(g, cache)
+        assert weights and not [n for n in folded.graph.node if n.op_type == "QuantizeLinear" and n.output[0] in weights]
+        assert {i.data_type for i in folded.graph.initializer if i.name in weights} == {onnx.TensorProto.FLOAT8E4M3FN}
+        ref, got = run_onnx(g, x, "basic"), run_onnx(folded, x, "basic")
+        assert all(np.array_equal(ref[k], got[k]) for k in ref)
+
+
 def test_fp8_scales_come_from_the_int8_calibration(exported):
     """Same FP32 graph, images and method: ModelOpt's FP8 scales are INT8's times 448/127, so FP8 calibrates once."""
     from twins_trt.export.convert import activation_scales

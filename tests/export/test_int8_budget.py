@@ -80,6 +80,44 @@ def test_sensitivity_report_is_written_beside_the_artifact(budgeted):
     assert "head" in budgeted.sensitivity_table and not list(out.glob(".*"))  # no temporary left behind
 
 
+def test_trial_graphs_take_their_int8_weights_computed_once_with_the_same_outputs(budgeted):
+    """ONNX Runtime's constant folding quantizes every weight again at each session start (0.45 s of an svt_s trial's
+    0.8 s). HeldOut scores a graph with its weights quantized once instead, by ONNX Runtime's own kernel: every output
+    the same, bit for bit, for the calibrated graph and a trial graph with part of it out of INT8."""
+    from twins_trt.export.int8.budget import run_onnx, with_weights_quantized
+    from twins_trt.qdq import int8_nodes, without_qdq
+
+    graph = onnx.load(str(budgeted.artifacts["int8"]))
+    x = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
+
+    def weight_quantizers(g: onnx.ModelProto) -> list[str]:
+        inits = {i.name for i in g.graph.initializer}
+        return [n.output[0] for n in g.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+
+    cache: dict = {}
+    trial = without_qdq(graph, set(sorted(int8_nodes(graph))[:20]))
+    for g in (graph, trial):
+        folded = with_weights_quantized(g, cache)
+        assert weight_quantizers(g) and not weight_quantizers(folded)
+        assert {i.name for i in folded.graph.initializer} >= set(weight_quantizers(g))
+        ref, got = run_onnx(g, x), run_onnx(folded, x)
+        assert all(np.array_equal(ref[k], got[k]) for k in ref)
+    # a weight that changed is quantized again, never served from the cache
+    changed = onnx.ModelProto()
+    changed.CopyFrom(graph)
+    w = next(i for i in changed.graph.initializer if i.name == next(
+        n.input[0] for n in changed.graph.node if n.output[0] == weight_quantizers(graph)[0]))
+    w.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w) * 2, w.name))
+    first = weight_quantizers(graph)[0]
+
+    def quantized(g: onnx.ModelProto, c: dict) -> np.ndarray:
+        return next(onnx.numpy_helper.to_array(i) for i in with_weights_quantized(g, c).graph.initializer
+                    if i.name == first)
+
+    assert np.array_equal(quantized(changed, cache), quantized(changed, {}))
+    assert not np.array_equal(quantized(changed, cache), quantized(graph, cache))
+
+
 def test_unmet_budget_exits_1_and_writes_no_int8_artifact(budgeted, tmp_path, capsys):
     """twins-export with a budget no precision mix reaches (cosine 1: FP16 still rounds): one line, exit 1,
     the sensitivity report for the user to read, and nothing under the INT8 artifact's name."""
