@@ -15,7 +15,7 @@ import onnx
 
 from twins_trt.errors import AccuracyBudgetError
 from twins_trt.metrics import agreement_rate, cosine_per_sample, cosine_spread, wilson
-from twins_trt.qdq import quant_format
+from twins_trt.qdq import FORMATS, quant_format
 from twins_trt.runners.ort_runner import cpu_session, run_in_batches, session_infer
 
 DEFAULT_INT8_BUDGET = "cosine>=0.99"
@@ -152,10 +152,6 @@ class HeldOut:
         return figures(self.reference, [run_onnx(model, g, self.optimization) for g in self.groups])
 
 
-ONE_BYTE_QUANTIZED = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT8E4M3FN,
-                      onnx.TensorProto.FLOAT8E4M3FNUZ, onnx.TensorProto.FLOAT8E5M2, onnx.TensorProto.FLOAT8E5M2FNUZ)
-
-
 def with_weights_quantized(model: onnx.ModelProto, cache: dict | None = None) -> onnx.ModelProto:
     """`model` with each QuantizeLinear of initializers alone (the weights', INT8 or FP8) replaced by its result,
     computed by ONNX Runtime's own QuantizeLinear kernel, as ONNX Runtime's constant folding computes it when a
@@ -168,32 +164,27 @@ def with_weights_quantized(model: onnx.ModelProto, cache: dict | None = None) ->
     from onnx import helper
 
     cache = {} if cache is None else cache
+    quantized = {t for f in FORMATS.values() for t in f.types}  # one byte each: INT8, UINT8, FP8
     inits = {i.name: i for i in model.graph.initializer}
     nodes = list(model.graph.node)
     at = [k for k, n in enumerate(nodes) if n.op_type == "QuantizeLinear" and len(n.input) == 3
-          and all(i in inits for i in n.input) and inits[n.input[2]].data_type in ONE_BYTE_QUANTIZED]
-    weights = [nodes[k] for k in at]
-    if not weights:
+          and all(i in inits for i in n.input) and inits[n.input[2]].data_type in quantized]
+    if not at:
         return model
-
-    def key(node: onnx.NodeProto) -> tuple:
-        return (*node.input, *(a.SerializeToString() for a in node.attribute))
-
-    def source(node: onnx.NodeProto) -> tuple[bytes, ...]:
-        return tuple(inits[i].SerializeToString() for i in node.input)
-
-    todo = [n for n in weights if cache.get(key(n), (None,))[0] != source(n)]
+    # per weight node: its cache key (inputs and attributes) and the initializers it was computed from
+    keys = {k: (*nodes[k].input, *(a.SerializeToString() for a in nodes[k].attribute)) for k in at}
+    sources = {k: tuple(inits[i].SerializeToString() for i in nodes[k].input) for k in at}
+    todo = [k for k in at if cache.get(keys[k], (None,))[0] != sources[k]]
     if todo:
-        outs = [f"q{i}" for i in range(len(todo))]
-        made = [helper.make_node("QuantizeLinear", list(n.input), [o], name=o) for n, o in zip(todo, outs)]
-        for n, m in zip(todo, made):
-            m.attribute.extend(n.attribute)
-        graph = helper.make_graph(made, "weights", [], [helper.make_tensor_value_info(o, inits[n.input[2]].data_type,
-                                                                                      None) for n, o in zip(todo, outs)],
-                                  [inits[i] for i in dict.fromkeys(i for n in todo for i in n.input)])
+        made = [helper.make_node("QuantizeLinear", list(nodes[k].input), [f"q{k}"], name=f"q{k}") for k in todo]
+        for k, m in zip(todo, made):
+            m.attribute.extend(nodes[k].attribute)
+        graph = helper.make_graph(made, "weights", [], [helper.make_tensor_value_info(
+                                      f"q{k}", inits[nodes[k].input[2]].data_type, None) for k in todo],
+                                  [inits[i] for i in dict.fromkeys(i for k in todo for i in nodes[k].input)])
         probe = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
-        for n, value in zip(todo, cpu_session(probe, optimization="none").run(None, {})):
-            cache[key(n)] = (source(n), value)
+        for k, value in zip(todo, cpu_session(probe, optimization="none").run(None, {})):
+            cache[keys[k]] = (sources[k], value)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     folded = set(at)
@@ -205,8 +196,10 @@ def with_weights_quantized(model: onnx.ModelProto, cache: dict | None = None) ->
     del out.graph.initializer[:]
     out.graph.initializer.extend(kept)
     # ONNX Runtime hands FP8 back as its bytes (uint8): every one-byte type is written from its bytes
-    out.graph.initializer.extend(helper.make_tensor(n.output[0], inits[n.input[2]].data_type, cache[key(n)][1].shape,
-                                                    cache[key(n)][1].tobytes(), raw=True) for n in weights)
+    for k in at:
+        value = cache[keys[k]][1]
+        out.graph.initializer.append(helper.make_tensor(nodes[k].output[0], inits[nodes[k].input[2]].data_type,
+                                                        value.shape, value.tobytes(), raw=True))
     return out
 
 
