@@ -52,11 +52,34 @@ def test_fp16_and_int8_meet_their_bounds(reduced):
     assert reduced.skipped_images == 1  # the corrupt file, counted, not fatal
 
 
-def test_pcpvt_fp16_meets_its_bound_on_photographs(tmp_path, photo_dir):
+def test_pcpvt_fp16_meets_its_bound_on_photographs_with_pytorch_run_once_per_image(tmp_path, photo_dir, monkeypatch):
+    import hashlib
+
+    import torch
+
+    import twins_trt.export.pipeline as pipeline
+    from twins_trt.runners.openvino_runner import openvino_status
+
+    seen: list[str] = []  # the images PyTorch ran on, eagerly (the trace runs on fake tensors: not counted)
+
+    def count(module, inputs, output):
+        if type(inputs[0]) is torch.Tensor:
+            seen.append(hashlib.sha1(inputs[0].numpy().tobytes()).hexdigest())
+
+    def create_model(*args, **kwargs):
+        model = real(*args, **kwargs)
+        model.register_forward_hook(count)
+        return model
+
+    real = pipeline.create_model
+    monkeypatch.setattr(pipeline, "create_model", create_model)
     res = export(tmp_path, "pcpvt_s", precisions=("fp16",), calib_dir=photo_dir, calib_size=2, verify_samples=2)
     ver = res.verdicts["fp16"]
     assert ver.inputs == "images" and ver.samples == 2 and ver.passed and ver.worst >= 0.999
     assert res.reports["fp16"].attention_chains == res.options.cfg.num_attention_layers == 16
+    # FP32 and FP16, each on ONNX Runtime and on OpenVINO, verified on the same 2 images: PyTorch ran on each once
+    assert openvino_status()[0] and "openvino" in json.loads(res.manifests["fp16"].read_text())
+    assert len(seen) == len(set(seen)) == 2
 
 
 def test_precision_lives_in_the_graph(reduced):

@@ -119,6 +119,7 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
         calib, calib_files, res.skipped_images = calibration_data(opts)
         images = calib[: max(opts.verify_samples, 1)]
     expected = opts.cfg.num_attention_layers
+    references: dict = {}  # PyTorch's outputs by input, computed once for every artifact verified on them
 
     def produce(precision: str, build: Callable[[Path], dict | None], verify_on: np.ndarray | None = images,
                 tolerance: tuple[str, float] | None = None, inputs: str = "images") -> None:
@@ -138,7 +139,7 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
                 raise GraphCheckError(f"{final.name} failed the graph check, nothing written: {'; '.join(rep.problems())}")
             say(f"verifying {precision} on ONNX Runtime CPU against PyTorch fp32")
             how = {"samples": len(verify_on) if tolerance and verify_on is not None else None,
-                   "tolerance": tolerance, "inputs": inputs}
+                   "tolerance": tolerance, "inputs": inputs, "references": references}
             ver = verify_artifact(tmp, precision, model, opts, verify_on, **how)
             res.verdicts[precision] = ver
             say(ver.line())

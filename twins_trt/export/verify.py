@@ -155,13 +155,30 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                              mode="bilinear", align_corners=False, antialias=True).numpy()
 
 
+def reference(model: torch.nn.Module, x: np.ndarray, references: dict | None = None) -> tuple[np.ndarray, ...]:
+    """PyTorch fp32's outputs for the batch `x`. `references` (one model's: the caller keeps it to that model)
+    keeps them by the batch's shape and bytes, so one export computes them once for every artifact and runtime it
+    verifies on the same inputs: FP32, FP16 and the OpenVINO checks see the same images."""
+    key = (x.shape, x.dtype.str, x.tobytes()) if references is not None else None
+    if key is not None and key in references:
+        return references[key]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(np.ascontiguousarray(x)))
+    out = tuple(r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,)))
+    if key is not None:
+        references[key] = out
+    return out
+
+
 def verify_artifact(onnx_path: Path, precision: str, model: torch.nn.Module, opts: ExportOptions,
                     images: np.ndarray | None, runner: Runner | None = None, samples: int | None = None,
-                    tolerance: tuple[str, float] | None = None, inputs: str = "images") -> Verdict:
+                    tolerance: tuple[str, float] | None = None, inputs: str = "images",
+                    references: dict | None = None) -> Verdict:
     """Run the artifact on ONNX Runtime CPU (or on `runner`, open, the caller's to close) and PyTorch fp32
     on the same inputs; compare by output.
 
-    `samples` overrides opts.verify_samples; `tolerance` the precision's default bound (an INT8 budget).
+    `samples` overrides opts.verify_samples; `tolerance` the precision's default bound (an INT8 budget);
+    `references` keeps PyTorch's outputs between calls on the same model (see `reference`).
     """
     from tqdm import tqdm
 
@@ -182,11 +199,10 @@ def verify_artifact(onnx_path: Path, precision: str, model: torch.nn.Module, opt
             outs: dict[str, list] = {}
             for start in range(0, n, b):
                 xb = x[start:start + b]
-                with torch.no_grad():
-                    ref = model(torch.from_numpy(np.ascontiguousarray(xb)))
+                ref = reference(model, xb, references)
                 got = ort_runner.infer({INPUT_NAME: xb})
-                for name, r in zip(output_names(opts.features), ref if isinstance(ref, tuple) else (ref,)):
-                    refs.setdefault(name, []).append(r.numpy())
+                for name, r in zip(output_names(opts.features), ref):
+                    refs.setdefault(name, []).append(r)
                     outs.setdefault(name, []).append(got[name])
             groups.append(({k: np.concatenate(v) for k, v in refs.items()},
                            {k: np.concatenate(v) for k, v in outs.items()}))
