@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from twins_trt.export.shapes import infer_types
 from twins_trt.runners.ort_runner import cpu_session, padded_batches, session_infer
 
 FP16_MAX = 65504.0
@@ -43,7 +44,7 @@ class TensorRange:
 def activation_absmax(model: onnx.ModelProto, images: np.ndarray) -> dict[str, tuple[str, str, float]]:
     """tensor -> (producer node, op type, max |x| over `images`) for every float tensor the graph computes."""
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = infer_types(model)
     floats = {vi.name for vi in list(inferred.graph.value_info) + list(inferred.graph.output)
               if vi.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
     producer = {o: (n.name, n.op_type) for n in model.graph.node for o in n.output if o in floats}
@@ -63,7 +64,7 @@ def activation_absmax(model: onnx.ModelProto, images: np.ndarray) -> dict[str, t
 
 def fp32_tensors(fp16_model: onnx.ModelProto) -> set[str]:
     """Tensors that stay float32 in an AutoCast graph (value_info after type inference)."""
-    inferred = onnx.shape_inference.infer_shapes(fp16_model)
+    inferred = infer_types(fp16_model)
     vis = list(inferred.graph.value_info) + list(inferred.graph.output)
     return {vi.name for vi in vis if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
 

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from twins_trt.export.shapes import typed
 from twins_trt.export.trt_table import load_table
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -215,7 +216,7 @@ def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
     once, then pass the result with `infer=False` to `check_model` and `attention.report_attention`."""
     for data_prop in (True, False):  # data propagation resolves Reshape targets built from Shape ops (dynamic H x W)
         try:
-            return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=data_prop)
+            return typed(model, data_prop)
         except Exception:  # noqa: BLE001 - inference is a help, the checks work from what the graph says
             continue
     return model

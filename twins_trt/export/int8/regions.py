@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from twins_trt.export.shapes import infer_types
 from twins_trt.qdq import COMPUTE_OPS, dq_fed_nodes, quantized_nodes
 from twins_trt.runners.ort_runner import cpu_session, session_infer
 
@@ -105,7 +106,7 @@ def node_macs(model: onnx.ModelProto) -> dict[str, int]:
     Shape ops), from one ONNX Runtime run at that size with those tensors exposed.
     """
     static = _at_static_shape(model)
-    inferred = onnx.shape_inference.infer_shapes(static, data_prop=True)
+    inferred = infer_types(static, data_prop=True)
     shapes: dict[str, list[int]] = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = vi.type.tensor_type.shape.dim
