@@ -101,3 +101,67 @@ def test_the_indexed_redundant_cast_pass_gives_modelopts_graph():
     removed = {n.name for n in _cast_chains().graph.node} - {n.name for n in ours.graph.node}
     assert {"same", "dbl", "k32", "ca"} <= removed and not {"back", "cb"} & removed  # it removed casts, kept some
     assert ours.SerializeToString() == theirs.SerializeToString()
+
+
+def _mlp(path) -> onnx.ModelProto:
+    """x (1, 8, 64) -> MatMul 64x256 -> Add -> Relu -> MatMul 256x64 -> Add -> Softmax -> y: weights large enough
+    (16384 values each) that shape inference leaves them out."""
+    rng = np.random.default_rng(0)
+    f = TensorProto.FLOAT
+    inits = [numpy_helper.from_array((rng.standard_normal((64, 256)) * 0.1).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal(256).astype(np.float32), "b1"),
+             numpy_helper.from_array((rng.standard_normal((256, 64)) * 0.1).astype(np.float32), "w2"),
+             numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Add", ["h", "b1"], ["hb"], name="fc1_bias"),
+             helper.make_node("Relu", ["hb"], ["a"], name="act"),
+             helper.make_node("MatMul", ["a", "w2"], ["o"], name="fc2"),
+             helper.make_node("Add", ["o", "b2"], ["ob"], name="fc2_bias"),
+             helper.make_node("Softmax", ["ob"], ["y"], name="softmax", axis=-1)]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", f, [1, 8, 64])],
+                              [helper.make_tensor_value_info("y", f, [1, 8, 64])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=10)
+    onnx.save(model, str(path))
+    return model
+
+
+def test_weightless_shape_inference_gives_modelopts_graphs_and_puts_modelopts_function_back(tmp_path, monkeypatch):
+    """ModelOpt's INT8 quantization (FP16 elsewhere) and AutoCast's FP16 conversion, each with its shape inference
+    and with ours: the same graphs, byte for byte, and ours ran inside."""
+    import modelopt.onnx.utils as mo_utils
+    from modelopt.onnx.quantization import quantize
+
+    import twins_trt.export.convert as convert
+    from twins_trt.export.convert import weightless_shape_inference
+
+    src = tmp_path / "mlp.onnx"
+    _mlp(src)
+    calib = np.random.default_rng(1).standard_normal((4, 1, 8, 64)).astype(np.float32)
+
+    def int8(dst):
+        quantize(str(src), quantize_mode="int8", calibration_data={"x": calib.reshape(4, 8, 64)},
+                 calibration_method="max", calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR",
+                 high_precision_dtype="fp16")
+        return onnx.load(str(dst)).SerializeToString()
+
+    calls: list[bool] = []
+
+    def counted(model, **kwargs):
+        calls.append(True)
+        return real(model, **kwargs)
+
+    real = convert.typed
+    monkeypatch.setattr(convert, "typed", counted)
+    upstream = mo_utils.infer_shapes
+    theirs = int8(tmp_path / "theirs.int8.onnx"), _autocast(src).SerializeToString()
+    assert not calls
+    with weightless_shape_inference():
+        assert mo_utils.infer_shapes is not upstream  # ours runs inside
+        ours = int8(tmp_path / "ours.int8.onnx"), _autocast(src).SerializeToString()
+    assert mo_utils.infer_shapes is upstream  # and ModelOpt's is back outside
+    assert len(calls) >= 2  # ModelOpt inferred shapes through ours, in both
+    assert b"QuantizeLinear" in ours[0]
+    assert ours == theirs
+    with pytest.raises(FileNotFoundError), weightless_shape_inference():
+        _autocast(tmp_path / "missing.onnx")
+    assert mo_utils.infer_shapes is upstream

@@ -36,6 +36,7 @@ from twins_trt.export.overflow import (
     fp32_nodes_and_reasons,
     npz_inputs,
 )
+from twins_trt.export.shapes import typed
 from twins_trt.models import Twins
 from twins_trt.runners import INPUT_NAME, output_names
 
@@ -135,6 +136,29 @@ def linear_consumer_lookups():
         yield
 
 
+@contextlib.contextmanager
+def weightless_shape_inference():
+    """ModelOpt infers the graph's types and shapes through `modelopt.onnx.utils.infer_shapes` several times in
+    every FP16 conversion and INT8/FP8 quantization, and ONNX's inference copies the whole model, weights included,
+    into C++ and back each time (40 s of the suite's 300 s in ModelOpt). While ModelOpt runs here, that function
+    infers on the graph without its weights (`export.shapes.typed`, the same value_info and outputs) and returns a
+    copy of the whole model with them, as ONNX's does. A model near protobuf's 2 GB limit, or a call with arguments
+    other than ONNX's three, goes to ModelOpt's own. The same graphs out, byte for byte (tested); ModelOpt's
+    function is put back afterwards, also when it raises, and a ModelOpt that lacks it is left alone."""
+    import modelopt.onnx.utils as mo_utils  # the callers have imported ModelOpt
+
+    theirs = vars(mo_utils).get("infer_shapes")
+
+    def infer_shapes(model, **kwargs):
+        if (not isinstance(model, onnx.ModelProto) or set(kwargs) - {"check_type", "strict_mode", "data_prop"}
+                or sum(len(t.raw_data) for t in model.graph.initializer) > 1 << 30):
+            return theirs(model, **kwargs)
+        return typed(model, **kwargs)
+
+    with _swapped(mo_utils, "infer_shapes", infer_shapes):
+        yield
+
+
 def torch_to_onnx(model: Twins, path: Path, opts: ExportOptions) -> onnx.ModelProto:
     """The export-ready forward through torch's dynamo exporter; static shapes unless asked otherwise."""
     model = model.eval().set_attn_impl("explicit")
@@ -210,7 +234,7 @@ def to_fp16(src: Path, dst: Path, opts: ExportOptions, images: np.ndarray | None
         with contextlib.ExitStack() as stack:
             if images is not None and not opts.dynamic_shape:
                 ref_input = stack.enter_context(npz_inputs(INPUT_NAME, images, batch))
-            with quiet(), linear_consumer_lookups():
+            with quiet(), linear_consumer_lookups(), weightless_shape_inference():
                 proto = convert_to_mixed_precision(str(src), low_precision_type="fp16",
                                                    keep_io_types=not opts.fp16_io, providers=["cpu"], opset=opts.opset,
                                                    data_max=opts.fp16_data_max, calibration_data=ref_input)
@@ -295,7 +319,7 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
 
     data = calib[:1] if cache else calib  # cached scales: one sample only builds the Q/DQ structure
     try:
-        with quiet(), linear_consumer_lookups():
+        with quiet(), linear_consumer_lookups(), weightless_shape_inference():
             reader = _progress_reader(src, data, opts.progress)  # ModelOpt logs as the provider is built
             quantize(str(src), quantize_mode=precision, calibration_data_reader=reader,
                      calibration_method=opts.calib_method, calibration_eps=["cpu"], output_path=str(dst),
