@@ -36,6 +36,15 @@ def shared_root(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+@pytest.fixture(scope="session", autouse=True)
+def run_trace_cache(tmp_path_factory) -> Path:
+    """The run's own trace cache (export.trace_cache), shared by both workers and the commands they start: a model
+    traced at a size once per run, as a user's re-exports are; never the user's ~/.cache."""
+    folder = shared_root(tmp_path_factory) / "traces"
+    os.environ["TWINS_TRT_CACHE"] = str(folder)
+    return folder
+
+
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
     """`build(folder)` once per test run, whichever worker asks first; the others wait and reuse the folder."""
     from filelock import FileLock

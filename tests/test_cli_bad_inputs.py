@@ -232,7 +232,7 @@ def test_unreadable_file(command, argv, ws, capsys):
 def _interrupt_export(monkeypatch, ws):
     import twins_trt.export.pipeline as pipeline
 
-    def half_written_export(model, path, opts):
+    def half_written_export(model, path, opts, *step):
         Path(path).write_bytes(b"half an ONNX file")  # the temporary file has content when Ctrl-C arrives
         raise KeyboardInterrupt
 

@@ -1,5 +1,7 @@
-"""The linear consumer lookups that stand in for ModelOpt's quadratic ones while we call ModelOpt (AutoCast's dead-end
-cleanup, the redundant-cast pass): the same graph out, byte for byte, and ModelOpt's own functions back afterwards."""
+"""What stands in for ModelOpt's and ONNX Runtime's slow paths while we call ModelOpt (export.upstream): the linear
+consumer lookups (AutoCast's dead-end cleanup, the redundant-cast pass), shape inference without the weights, the
+per-channel weight scales in one pass: the same graph out, byte for byte, and the libraries' own functions back
+afterwards."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from twins_trt.export.convert import linear_consumer_lookups
+from twins_trt.export.upstream import linear_consumer_lookups
 
 pytest.importorskip("modelopt.onnx.autocast")
 
@@ -108,7 +110,11 @@ def _mlp(path) -> onnx.ModelProto:
     (16384 values each) that shape inference leaves them out."""
     rng = np.random.default_rng(0)
     f = TensorProto.FLOAT
-    inits = [numpy_helper.from_array((rng.standard_normal((64, 256)) * 0.1).astype(np.float32), "w1"),
+    w1 = (rng.standard_normal((64, 256)) * 0.1).astype(np.float32)
+    w1[:, 3] = 0.0  # a channel of zeros: scale 1, zero point 0 (below float32's tiny)
+    w1[:, 5] = -np.abs(w1[:, 5])  # one all negative, one all positive
+    w1[:, 6] = np.abs(w1[:, 6])
+    inits = [numpy_helper.from_array(w1, "w1"),
              numpy_helper.from_array(rng.standard_normal(256).astype(np.float32), "b1"),
              numpy_helper.from_array((rng.standard_normal((256, 64)) * 0.1).astype(np.float32), "w2"),
              numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b2")]
@@ -131,8 +137,8 @@ def test_weightless_shape_inference_gives_modelopts_graphs_and_puts_modelopts_fu
     import modelopt.onnx.utils as mo_utils
     from modelopt.onnx.quantization import quantize
 
-    import twins_trt.export.convert as convert
-    from twins_trt.export.convert import weightless_shape_inference
+    import twins_trt.export.upstream as convert
+    from twins_trt.export.upstream import weightless_shape_inference
 
     src = tmp_path / "mlp.onnx"
     _mlp(src)
@@ -165,3 +171,47 @@ def test_weightless_shape_inference_gives_modelopts_graphs_and_puts_modelopts_fu
     with pytest.raises(FileNotFoundError), weightless_shape_inference():
         _autocast(tmp_path / "missing.onnx")
     assert mo_utils.infer_shapes is upstream
+
+
+def test_vectorized_weight_scales_give_onnx_runtimes_graph_and_put_its_method_back(tmp_path, monkeypatch):
+    """ModelOpt's INT8 quantization of the MLP (per-channel weights, a channel of zeros, an all-negative and an
+    all-positive one) with ONNX Runtime's per-channel loop and with ours: the same graph, byte for byte; inside,
+    no weight went through ONNX Runtime's per-channel call."""
+    from modelopt.onnx.quantization import quantize
+    from onnxruntime.quantization import qdq_quantizer
+
+    from twins_trt.export.upstream import vectorized_weight_scales
+
+    src = tmp_path / "mlp.onnx"
+    _mlp(src)
+    calib = np.random.default_rng(1).standard_normal((4, 8, 64)).astype(np.float32)
+
+    def int8(dst):
+        quantize(str(src), quantize_mode="int8", calibration_data={"x": calib}, calibration_method="max",
+                 calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR", high_precision_dtype="fp16")
+        return onnx.load(str(dst))
+
+    sizes: list[int] = []
+    real = qdq_quantizer.compute_data_quant_params
+
+    def counted(data, *args, **kwargs):  # ONNX Runtime's own, counted: one call per channel of a per-channel weight
+        sizes.append(data.size)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(qdq_quantizer, "compute_data_quant_params", counted)
+    upstream = qdq_quantizer.QDQQuantizer._calc_initializer_quant_params
+    theirs = int8(tmp_path / "theirs.onnx")
+    assert sizes.count(64) == 256 and sizes.count(256) == 64  # w1's 256 channels of 64, w2's 64 of 256
+    sizes.clear()
+    with vectorized_weight_scales():
+        assert qdq_quantizer.QDQQuantizer._calc_initializer_quant_params is not upstream
+        ours = int8(tmp_path / "ours.onnx")
+    assert qdq_quantizer.QDQQuantizer._calc_initializer_quant_params is upstream
+    assert 64 not in sizes and 256 not in sizes  # both weights' scales came from ours
+    scales = {i.name: numpy_helper.to_array(i) for i in ours.graph.initializer}
+    w1_scale = next(v for k, v in scales.items() if k.startswith("w1") and "scale" in k and v.shape == (256,))
+    assert w1_scale[3] == 1.0 and (w1_scale[[0, 5, 6]] < 1.0).all()  # the zero channel's scale, and the others'
+    assert ours.SerializeToString() == theirs.SerializeToString()
+    with pytest.raises(RuntimeError, match="ModelOpt failed"), vectorized_weight_scales():
+        raise RuntimeError("ModelOpt failed")
+    assert qdq_quantizer.QDQQuantizer._calc_initializer_quant_params is upstream

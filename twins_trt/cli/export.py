@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "trial-checked on the held-out images and thinned by a backward pass")
     p.add_argument("--fp16-data-max", type=float, default=512.0,
                    help="AutoCast keeps in FP32 every node whose |I/O| exceeds this on the calibration images")
+    p.add_argument("--no-trace-cache", dest="trace_cache", action="store_const", const="off", default=None,
+                   help="trace the model again even when the same model, code and shapes were traced before (traces "
+                        "are kept in $TWINS_TRT_CACHE, default ~/.cache/twins-trt/traces, at most "
+                        "$TWINS_TRT_CACHE_MAX_GB, default 2)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--batch", type=positive_int, default=1, help="static batch size")
     g.add_argument("--dynamic-batch", type=parse_range, metavar="MIN:OPT:MAX", default=None,
@@ -119,7 +123,7 @@ def _main(args: argparse.Namespace) -> int:
         int8_budget=args.int8_budget or args.quant_budget, fp8_budget=args.fp8_budget or args.quant_budget,
         fp8_attention=args.fp8_attention, int8_sensitivity=args.int8_sensitivity, int8_regions=args.int8_regions,
         int8_fallback=args.int8_fallback, sensitivity_method=args.sensitivity_method,
-        holdout=args.int8_holdout, fp16_data_max=args.fp16_data_max,
+        holdout=args.int8_holdout, fp16_data_max=args.fp16_data_max, trace_cache=args.trace_cache,
     )
     res = export_variant(opts, on_step=None if args.quiet else lambda m: print(f"[twins-export] {m}", file=sys.stderr))
     reports = [res.reports[p] for p in res.artifacts]

@@ -17,6 +17,7 @@ import logging
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 
 from twins_trt.data import random_inputs
 from twins_trt.errors import CalibrationDataError, ExportError, one_line
+from twins_trt.export import trace_cache
 from twins_trt.export.fp8 import quantize_options
 from twins_trt.export.options import ExportOptions, metadata_for, set_metadata
 from twins_trt.export.overflow import (
@@ -36,7 +38,7 @@ from twins_trt.export.overflow import (
     fp32_nodes_and_reasons,
     npz_inputs,
 )
-from twins_trt.export.shapes import typed
+from twins_trt.export.upstream import faster_modelopt
 from twins_trt.models import Twins
 from twins_trt.runners import INPUT_NAME, output_names
 
@@ -59,122 +61,32 @@ def quiet():
             logging.disable(logging.NOTSET)
 
 
-@contextlib.contextmanager
-def _swapped(owner, name: str, ours):
-    """`owner.name` is `ours` inside the block and what it was afterwards, also when the block raises; left alone
-    where `owner` lacks it."""
-    theirs = vars(owner).get(name)
-    if theirs is None:
-        yield
-        return
-    setattr(owner, name, ours)
-    try:
-        yield
-    finally:
-        setattr(owner, name, theirs)
-
-
-@contextlib.contextmanager
-def linear_consumer_lookups():
-    """ModelOpt 0.47 finds a tensor's consumers by scanning every node's inputs, and does so once per node in two
-    passes that run in every FP16 conversion and every INT8/FP8 quantization, which makes them quadratic in the
-    node count (cProfile of a svt_s 96x96 INT8 quantization: 7 s of 23 s in AutoCast's dead-end cleanup, 1.5 s of
-    17 s in `remove_redundant_casts`, 950 scans of 1000 nodes). While ModelOpt runs here:
-
-    - AutoCast's `_cleanup_no_consumer_nodes` finds the same nodes from one set of the names consumed;
-    - `remove_redundant_casts` answers its consumer lookups from an index of the graph built once per call and
-      re-read for the nodes each bypassed Cast rewires (the only edits to node inputs in that pass), in graph
-      order as the scan gives them.
-
-    The same graph out (tested). ModelOpt's own functions are put back afterwards, also when it raises; a ModelOpt
-    that lacks one of them is left alone there."""
-    import modelopt.onnx.utils as mo_utils  # the callers have imported ModelOpt
-    from modelopt.onnx.autocast.precisionconverter import PrecisionConverter
-
-    def cleanup_no_consumer_nodes(self) -> None:
-        keep = {o.name for o in self.model.graph.output} | {i for n in self.model.graph.node for i in n.input}
-        for node in [n for n in self.model.graph.node if not any(out in keep for out in n.output)]:
-            self.model.graph.node.remove(node)
-
-    upstream = {name: vars(mo_utils).get(name) for name in
-                ("remove_redundant_casts", "get_consumer_nodes", "_bypass_cast_node")}
-
-    def remove_redundant_casts(model):
-        nodes = model.graph.node
-        consumers: dict[str, set[int]] = {}  # tensor -> positions of the nodes that read it
-        reads: list[set[str]] = []  # position -> the tensors that node reads
-        for pos, node in enumerate(nodes):
-            reads.append(set(node.input))
-            for name in reads[pos]:
-                consumers.setdefault(name, set()).add(pos)
-
-        def lookup(m, tensor_name):
-            if m is not model:
-                return upstream["get_consumer_nodes"](m, tensor_name)
-            return [nodes[pos] for pos in sorted(consumers.get(tensor_name, ()))]
-
-        def bypass(m, node):
-            if m is not model:
-                return upstream["_bypass_cast_node"](m, node)
-            # it rewires readers of the Cast's input or output: read those nodes' inputs again afterwards
-            touched = set().union(*(consumers.get(t, set()) for t in (*node.input, *node.output)))
-            upstream["_bypass_cast_node"](m, node)
-            for pos in touched:
-                for name in reads[pos]:
-                    consumers[name].discard(pos)
-                reads[pos] = set(nodes[pos].input)
-                for name in reads[pos]:
-                    consumers.setdefault(name, set()).add(pos)
-
-        with _swapped(mo_utils, "get_consumer_nodes", lookup), _swapped(mo_utils, "_bypass_cast_node", bypass):
-            return upstream["remove_redundant_casts"](model)
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_swapped(PrecisionConverter, "_cleanup_no_consumer_nodes", cleanup_no_consumer_nodes))
-        if all(upstream.values()):  # the pass and both functions it looks consumers up with
-            stack.enter_context(_swapped(mo_utils, "remove_redundant_casts", remove_redundant_casts))
-        yield
-
-
-@contextlib.contextmanager
-def weightless_shape_inference():
-    """ModelOpt infers the graph's types and shapes through `modelopt.onnx.utils.infer_shapes` several times in
-    every FP16 conversion and INT8/FP8 quantization, and ONNX's inference copies the whole model, weights included,
-    into C++ and back each time (40 s of the suite's 300 s in ModelOpt). While ModelOpt runs here, that function
-    infers on the graph without its weights (`export.shapes.typed`, the same value_info and outputs) and returns a
-    copy of the whole model with them, as ONNX's does. A model near protobuf's 2 GB limit, or a call with arguments
-    other than ONNX's three, goes to ModelOpt's own. The same graphs out, byte for byte (tested); ModelOpt's
-    function is put back afterwards, also when it raises, and a ModelOpt that lacks it is left alone."""
-    import modelopt.onnx.utils as mo_utils  # the callers have imported ModelOpt
-
-    theirs = vars(mo_utils).get("infer_shapes")
-
-    def infer_shapes(model, **kwargs):
-        if (not isinstance(model, onnx.ModelProto) or set(kwargs) - {"check_type", "strict_mode", "data_prop"}
-                or sum(len(t.raw_data) for t in model.graph.initializer) > 1 << 30):
-            return theirs(model, **kwargs)
-        return typed(model, **kwargs)
-
-    with _swapped(mo_utils, "infer_shapes", infer_shapes):
-        yield
-
-
-def torch_to_onnx(model: Twins, path: Path, opts: ExportOptions) -> onnx.ModelProto:
-    """The export-ready forward through torch's dynamo exporter; static shapes unless asked otherwise."""
+def torch_to_onnx(model: Twins, path: Path, opts: ExportOptions,
+                  on_step: Callable[[str], None] | None = None) -> onnx.ModelProto:
+    """The export-ready forward through torch's dynamo exporter; static shapes unless asked otherwise. A graph traced
+    before from the same model, code and shapes comes from the trace cache instead (`export.trace_cache`)."""
     model = model.eval().set_attn_impl("explicit")
-    x = torch.randn(_example_batch(opts), 3, *opts.img_size)
-    try:
-        with quiet(), torch.no_grad():
-            prog = torch.onnx.export(
-                model, (x,), dynamo=True, opset_version=opts.opset, input_names=[INPUT_NAME],
-                output_names=output_names(opts.features), dynamic_shapes=(_dims(opts),) if _dims(opts) else None,
-                optimize=True, verbose=False,
-            )
-    except Exception as e:
-        raise ExportError(f"torch.onnx.export failed for {opts.variant}: {type(e).__name__}: "
-                          f"{str(e).strip().splitlines()[-1][:500]}") from e
-    proto = prog.model_proto
-    _name_dims(proto, opts)
+    folder = trace_cache.cache_dir(opts.trace_cache)
+    key = trace_cache.trace_key(model, opts) if folder is not None else ""
+    proto = trace_cache.load(folder, key)
+    if proto is not None:
+        if on_step:
+            on_step(f"traced graph reused from the trace cache ({folder}; --no-trace-cache traces again)")
+    else:
+        x = torch.randn(_example_batch(opts), 3, *opts.img_size)
+        try:
+            with quiet(), torch.no_grad():
+                prog = torch.onnx.export(
+                    model, (x,), dynamo=True, opset_version=opts.opset, input_names=[INPUT_NAME],
+                    output_names=output_names(opts.features), dynamic_shapes=(_dims(opts),) if _dims(opts) else None,
+                    optimize=True, verbose=False,
+                )
+        except Exception as e:
+            raise ExportError(f"torch.onnx.export failed for {opts.variant}: {type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[-1][:500]}") from e
+        proto = prog.model_proto
+        _name_dims(proto, opts)
+        trace_cache.store(folder, key, proto)
     set_metadata(proto, metadata_for(opts, "fp32"))
     onnx.save(proto, str(path))
     return proto
@@ -234,7 +146,7 @@ def to_fp16(src: Path, dst: Path, opts: ExportOptions, images: np.ndarray | None
         with contextlib.ExitStack() as stack:
             if images is not None and not opts.dynamic_shape:
                 ref_input = stack.enter_context(npz_inputs(INPUT_NAME, images, batch))
-            with quiet(), linear_consumer_lookups(), weightless_shape_inference():
+            with quiet(), faster_modelopt():
                 proto = convert_to_mixed_precision(str(src), low_precision_type="fp16",
                                                    keep_io_types=not opts.fp16_io, providers=["cpu"], opset=opts.opset,
                                                    data_max=opts.fp16_data_max, calibration_data=ref_input)
@@ -319,7 +231,7 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
 
     data = calib[:1] if cache else calib  # cached scales: one sample only builds the Q/DQ structure
     try:
-        with quiet(), linear_consumer_lookups(), weightless_shape_inference():
+        with quiet(), faster_modelopt():
             reader = _progress_reader(src, data, opts.progress)  # ModelOpt logs as the provider is built
             quantize(str(src), quantize_mode=precision, calibration_data_reader=reader,
                      calibration_method=opts.calib_method, calibration_eps=["cpu"], output_path=str(dst),

@@ -57,6 +57,7 @@ class ExportOptions:
     # few leave-one-out trials ("local"), or leave-one-out for every region ("loo", slower); see export.int8.search
     holdout: float = 0.25  # share of the calibration images held out to verify INT8 on (never calibrated on)
     fp16_data_max: float = 512.0  # AutoCast's data_max: nodes whose I/O exceeds it on the images stay FP32
+    trace_cache: str | os.PathLike | None = None  # folder of traced graphs; None: $TWINS_TRT_CACHE or ~/.cache; "off"
 
     def __post_init__(self) -> None:
         self.cfg = resolve_variant(self.variant)

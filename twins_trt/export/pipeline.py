@@ -158,7 +158,7 @@ def export_variant(opts: ExportOptions, on_step: Callable[[str], None] | None = 
                                                   res.seconds[precision], extra)
 
     say(f"exporting {opts.variant} ({opts.cfg.timm_name}) to ONNX opset {opts.opset}")
-    produce("fp32", lambda tmp: torch_to_onnx(model, tmp, opts) and None)
+    produce("fp32", lambda tmp: torch_to_onnx(model, tmp, opts, say) and None)
     fp32_path = res.artifacts["fp32"]
     if "fp16" in opts.precisions:
         say("converting to mixed FP16 with ModelOpt AutoCast"

@@ -1,0 +1,193 @@
+"""ModelOpt's and ONNX Runtime's slow paths, swapped for ours while they run here (`faster_modelopt`).
+
+Each swap gives the same graph out, byte for byte (tests/export/test_modelopt_cleanup.py), is undone when the block
+ends, also when it raises, and is left out where the library lacks what it replaces:
+
+- `linear_consumer_lookups`: ModelOpt's consumer lookups, quadratic in the node count;
+- `weightless_shape_inference`: ONNX shape inference without copying the weights;
+- `vectorized_weight_scales`: ONNX Runtime's per-channel weight scales, one numpy pass per weight instead of one
+  Python call per channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import onnx
+
+from twins_trt.export.shapes import typed
+
+
+@contextlib.contextmanager
+def _swapped(owner, name: str, ours):
+    """`owner.name` is `ours` inside the block and what it was afterwards, also when the block raises; left alone
+    where `owner` lacks it."""
+    theirs = vars(owner).get(name)
+    if theirs is None:
+        yield
+        return
+    setattr(owner, name, ours)
+    try:
+        yield
+    finally:
+        setattr(owner, name, theirs)
+
+
+@contextlib.contextmanager
+def linear_consumer_lookups():
+    """ModelOpt 0.47 finds a tensor's consumers by scanning every node's inputs, and does so once per node in two
+    passes that run in every FP16 conversion and every INT8/FP8 quantization, which makes them quadratic in the
+    node count (cProfile of a svt_s 96x96 INT8 quantization: 7 s of 23 s in AutoCast's dead-end cleanup, 1.5 s of
+    17 s in `remove_redundant_casts`, 950 scans of 1000 nodes). While ModelOpt runs here:
+
+    - AutoCast's `_cleanup_no_consumer_nodes` finds the same nodes from one set of the names consumed;
+    - `remove_redundant_casts` answers its consumer lookups from an index of the graph built once per call and
+      re-read for the nodes each bypassed Cast rewires (the only edits to node inputs in that pass), in graph
+      order as the scan gives them.
+
+    The same graph out (tested). ModelOpt's own functions are put back afterwards, also when it raises; a ModelOpt
+    that lacks one of them is left alone there."""
+    import modelopt.onnx.utils as mo_utils  # the callers have imported ModelOpt
+    from modelopt.onnx.autocast.precisionconverter import PrecisionConverter
+
+    def cleanup_no_consumer_nodes(self) -> None:
+        keep = {o.name for o in self.model.graph.output} | {i for n in self.model.graph.node for i in n.input}
+        for node in [n for n in self.model.graph.node if not any(out in keep for out in n.output)]:
+            self.model.graph.node.remove(node)
+
+    upstream = {name: vars(mo_utils).get(name) for name in
+                ("remove_redundant_casts", "get_consumer_nodes", "_bypass_cast_node")}
+
+    def remove_redundant_casts(model):
+        nodes = model.graph.node
+        consumers: dict[str, set[int]] = {}  # tensor -> positions of the nodes that read it
+        reads: list[set[str]] = []  # position -> the tensors that node reads
+        for pos, node in enumerate(nodes):
+            reads.append(set(node.input))
+            for name in reads[pos]:
+                consumers.setdefault(name, set()).add(pos)
+
+        def lookup(m, tensor_name):
+            if m is not model:
+                return upstream["get_consumer_nodes"](m, tensor_name)
+            return [nodes[pos] for pos in sorted(consumers.get(tensor_name, ()))]
+
+        def bypass(m, node):
+            if m is not model:
+                return upstream["_bypass_cast_node"](m, node)
+            # it rewires readers of the Cast's input or output: read those nodes' inputs again afterwards
+            touched = set().union(*(consumers.get(t, set()) for t in (*node.input, *node.output)))
+            upstream["_bypass_cast_node"](m, node)
+            for pos in touched:
+                for name in reads[pos]:
+                    consumers[name].discard(pos)
+                reads[pos] = set(nodes[pos].input)
+                for name in reads[pos]:
+                    consumers.setdefault(name, set()).add(pos)
+
+        with _swapped(mo_utils, "get_consumer_nodes", lookup), _swapped(mo_utils, "_bypass_cast_node", bypass):
+            return upstream["remove_redundant_casts"](model)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_swapped(PrecisionConverter, "_cleanup_no_consumer_nodes", cleanup_no_consumer_nodes))
+        if all(upstream.values()):  # the pass and both functions it looks consumers up with
+            stack.enter_context(_swapped(mo_utils, "remove_redundant_casts", remove_redundant_casts))
+        yield
+
+
+@contextlib.contextmanager
+def weightless_shape_inference():
+    """ModelOpt infers the graph's types and shapes through `modelopt.onnx.utils.infer_shapes` several times in
+    every FP16 conversion and INT8/FP8 quantization, and ONNX's inference copies the whole model, weights included,
+    into C++ and back each time (40 s of the suite's 300 s in ModelOpt). While ModelOpt runs here, that function
+    infers on the graph without its weights (`export.shapes.typed`, the same value_info and outputs) and returns a
+    copy of the whole model with them, as ONNX's does. A model near protobuf's 2 GB limit, or a call with arguments
+    other than ONNX's three, goes to ModelOpt's own. The same graphs out, byte for byte (tested); ModelOpt's
+    function is put back afterwards, also when it raises, and a ModelOpt that lacks it is left alone."""
+    import modelopt.onnx.utils as mo_utils  # the callers have imported ModelOpt
+
+    theirs = vars(mo_utils).get("infer_shapes")
+
+    def infer_shapes(model, **kwargs):
+        if (not isinstance(model, onnx.ModelProto) or set(kwargs) - {"check_type", "strict_mode", "data_prop"}
+                or sum(len(t.raw_data) for t in model.graph.initializer) > 1 << 30):
+            return theirs(model, **kwargs)
+        return typed(model, **kwargs)
+
+    with _swapped(mo_utils, "infer_shapes", infer_shapes):
+        yield
+
+
+@contextlib.contextmanager
+def vectorized_weight_scales():
+    """ONNX Runtime's QDQ quantizer (under ModelOpt's INT8 and FP8 quantization) computes a weight's per-channel
+    scales with one `compute_data_quant_params` call per output channel: 48,320 Python calls, 2.4 s of a 12 s svt_s
+    INT8 quantization. While ModelOpt runs here, the common case (a float32 weight, per-channel, symmetric, no
+    per-tensor overrides, an integer type) is computed for all channels at once with ONNX Runtime's own formula:
+    the range widened to hold 0 and made symmetric, the float32 difference taken to float64 and divided by the
+    integer range, the scale back to float32 (1.0 with a zero point of 0 below float32's `tiny`), the zero point the
+    rounded middle of the integer range. Every other tensor goes through ONNX Runtime's own method, in the same
+    order; the same parameters out, bit for bit (tested)."""
+    try:
+        from onnxruntime.quantization import qdq_quantizer as qq
+        from onnxruntime.quantization.base_quantizer import QuantizationParams
+        from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType, normalize_axis
+    except ImportError:
+        yield
+        return
+    theirs = vars(qq.QDQQuantizer).get("_calc_initializer_quant_params")
+    integer = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16}
+
+    def per_channel(self, name: str, info) -> QuantizationParams | None:
+        """All channels of weight `name` at once, or None where ONNX Runtime's own method must run."""
+        if name in self.tensor_quant_overrides.overrides or info.axis is None or self.min_real_range is not None:
+            return None
+        is_weight = info.tensor_type is qq.QDQQuantTensorType.WEIGHT
+        quant_type = self.weight_qType if is_weight else self.activation_qType
+        init = qq.find_by_name(name, self.model.initializer())
+        if quant_type not in integer or init is None or init.data_type != onnx.TensorProto.FLOAT:
+            return None
+        data = qq.tensor_proto_to_array(init)
+        ok, axis = normalize_axis(info.axis, data.ndim)
+        if not ok or data.size == 0:
+            return None
+        rows = np.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
+        if rows.shape[1] == 0:
+            return None
+        qmin, qmax = get_qmin_qmax_for_qType(quant_type, self.reduce_range, symmetric=True)
+        absmax = np.maximum(np.abs(np.minimum(rows.min(axis=1), np.float32(0))),
+                            np.abs(np.maximum(rows.max(axis=1), np.float32(0))))
+        scale = (absmax - -absmax).astype(np.float64) / (np.float64(qmax) - np.float64(qmin))
+        tiny = scale < np.finfo(np.float32).tiny
+        middle = np.array(np.round((qmin + qmax) / np.array(2.0, dtype=np.float64)), dtype=qmin.dtype)
+        zero_point = np.where(tiny, np.zeros((), qmin.dtype), middle).astype(qmin.dtype)
+        return QuantizationParams(zero_point=zero_point, scale=np.where(tiny, 1.0, scale).astype(np.float32),
+                                  quant_type=quant_type, axis=axis)
+
+    def calc(self):
+        ours = {}
+        for name, info in self.tensors_to_quantize.items():
+            got = per_channel(self, name, info)
+            if got is not None:
+                ours[name] = got
+        everything = self.tensors_to_quantize
+        self.tensors_to_quantize = {k: v for k, v in everything.items() if k not in ours}
+        try:
+            rest = theirs(self)
+        finally:
+            self.tensors_to_quantize = everything
+        return {k: ours[k] if k in ours else rest[k] for k in everything if k in ours or k in rest}
+
+    if theirs is None:
+        yield
+        return
+    with _swapped(qq.QDQQuantizer, "_calc_initializer_quant_params", calc):
+        yield
+
+
+@contextlib.contextmanager
+def faster_modelopt():
+    """All of the above, for one ModelOpt call."""
+    with linear_consumer_lookups(), weightless_shape_inference(), vectorized_weight_scales():
+        yield
