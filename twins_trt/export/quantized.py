@@ -136,25 +136,15 @@ def export_quantized(precision: str, opts: ExportOptions, res, fp32_path: Path, 
                    f"({', '.join(found.returned)})" if found.returned else ""))
 
     def build(tmp: Path) -> dict:
-        info["built_by"] = "ModelOpt nodes_to_exclude" if exclude else "ModelOpt"
-        if exclude:  # ModelOpt again, with the FP16 regions excluded and the cached scales
-            say(f"quantizing with {len(exclude)} node(s) kept in FP16 (ModelOpt nodes_to_exclude, cached scales)")
-            proto, _, _ = to_int8(fp32_path, tmp, opts, calib, scales, exclude, precision=precision)
-            final = heldout.score(proto)
-            if not final.meets(budget):
-                # ModelOpt places Q/DQ afresh around the excluded nodes (residual Adds, shared inputs), which can
-                # score below the graph the search measured: ship the measured graph, the calibrated one with
-                # those regions' Q/DQ removed, which met the budget
-                say(f"ModelOpt's re-quantization scores {final.line()}, below budget {budget}; writing the graph the "
-                    "search measured instead (the calibrated graph with those regions' Q/DQ removed)")
-                info["built_by"] = "Q/DQ removed from the calibrated graph (ModelOpt's re-quantization: " \
-                                   f"{budget.metric} {final.value(budget):.5f})"
-                proto = without_qdq(qdq, set(exclude))
-                onnx.save(proto, str(tmp))
-                final = found.figures  # the search scored exactly this graph
+        if exclude:  # the graph the search measured, no other: ModelOpt's calibrated one, those regions' Q/DQ removed
+            say(f"writing the graph the search measured: {len(exclude)} node(s) kept in FP16, their Q/DQ removed from "
+                f"ModelOpt's calibrated graph")
+            info["built_by"] = "ModelOpt, Q/DQ removed from the FP16 regions"
+            proto, final = without_qdq(qdq, set(exclude)), found.figures
         else:
+            info["built_by"] = "ModelOpt"
             proto, final = qdq, all_q
-            onnx.save(proto, str(tmp))
+        onnx.save(proto, str(tmp))
         info.update(figures=final.to_dict(), **{share_key: mac_share(proto, macs, precision)})
         return {"calibration": calibration, precision: info}
 
