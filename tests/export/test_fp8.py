@@ -88,22 +88,29 @@ def test_fp8_sensitivity_report_is_written_beside_the_artifact(exported):
 
 def test_fp8_trial_graphs_take_their_weights_computed_once_with_the_same_outputs(exported):
     """As for INT8 (test_int8_budget): HeldOut's FP8 graphs get their FP8 weights computed once by ONNX Runtime's own
-    QuantizeLinear kernel (it hands FP8 back as bytes), and every output is the same, bit for bit, at the level FP8
-    runs at."""
-    from twins_trt.export.int8.budget import run_onnx, with_weights_quantized
+    QuantizeLinear kernel (it hands FP8 back as bytes), then, at the basic level FP8 runs at (no Q/DQ fusion), their
+    DequantizeLinear too, by its own kernel; every output is the same, bit for bit, at that level."""
+    from twins_trt.export.int8.budget import HeldOut, run_onnx, with_weights_quantized
     from twins_trt.qdq import without_qdq
 
     graph = onnx.load(str(exported.artifacts["fp8"]))
     inits = {i.name for i in graph.graph.initializer}
     weights = [n.output[0] for n in graph.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    dequantized = [n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights]
     x = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
     cache: dict = {}
     for g in (graph, without_qdq(graph, set(sorted(quantized_nodes(graph, "fp8"))[:20]))):
         folded = with_weights_quantized(g, cache)
         assert weights and not [n for n in folded.graph.node if n.op_type == "QuantizeLinear" and n.output[0] in weights]
         assert {i.data_type for i in folded.graph.initializer if i.name in weights} == {onnx.TensorProto.FLOAT8E4M3FN}
-        ref, got = run_onnx(g, x, "basic"), run_onnx(folded, x, "basic")
-        assert all(np.array_equal(ref[k], got[k]) for k in ref)
+        both = with_weights_quantized(g, cache, dequantized=True)
+        left = {n.output[0] for n in both.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+        assert dequantized and not left & set(weights + dequantized)
+        assert {i.data_type for i in both.graph.initializer if i.name in dequantized} == {onnx.TensorProto.FLOAT16}
+        ref = run_onnx(g, x, "basic")
+        for got in (run_onnx(folded, x, "basic"), run_onnx(both, x, "basic")):
+            assert all(np.array_equal(ref[k], got[k]) for k in ref)
+    assert HeldOut(onnx.load(str(exported.artifacts["fp32"])), x[:1], "fp8").optimization == "basic"  # what scores FP8
 
 
 def test_fp8_scales_come_from_the_int8_calibration(exported):
