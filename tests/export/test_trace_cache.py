@@ -18,7 +18,7 @@ def _graph_bytes(path) -> bytes:
     return onnx.load(str(path)).graph.SerializeToString()
 
 
-def test_a_second_export_reuses_the_trace_verifies_it_and_a_bad_entry_is_traced_again(tmp_path, monkeypatch):
+def test_a_second_export_reuses_the_trace_and_verifies_it(tmp_path, monkeypatch):
     calls = []
     real = torch.onnx.export
 
@@ -29,23 +29,32 @@ def test_a_second_export_reuses_the_trace_verifies_it_and_a_bad_entry_is_traced_
     monkeypatch.setattr(torch.onnx, "export", counted)
     cache = tmp_path / "cache"
 
-    def export(name: str, lines: list | None = None):
+    def export(name: str, lines: list):
         opts = ExportOptions("svt_s", out_dir=tmp_path / name, img_size=(64, 64), verify_samples=1, progress=False,
                              trace_cache=cache)
-        return export_variant(opts, on_step=None if lines is None else lines.append)
+        return export_variant(opts, on_step=lines.append)
 
-    first = export("a")
+    first_lines: list[str] = []
+    first = export("a", first_lines)
+    assert len(calls) == 1 and not any("trace cache" in line for line in first_lines)
     lines: list[str] = []
     second = export("b", lines)
     assert len(calls) == 1 and any(line.startswith("traced graph reused from the trace cache") for line in lines)
     assert _graph_bytes(first.artifacts["fp32"]) == _graph_bytes(second.artifacts["fp32"])
     assert second.verdicts["fp32"].passed and second.verdicts["fp32"].worst <= 1e-4  # checked against PyTorch again
-    (entry,) = cache.glob("*.onnx")
+    assert len(list(cache.glob("*.onnx"))) == 1 and not list(cache.glob(".*partial"))
 
-    entry.write_bytes(b"half an ONNX file")  # an interrupted copy, a full disk: traced again and replaced
-    third = export("c")
-    assert len(calls) == 2 and third.verdicts["fp32"].passed
-    assert onnx.load(str(entry)).graph.SerializeToString() == _graph_bytes(first.artifacts["fp32"])
+
+def test_an_entry_that_does_not_load_is_a_miss_and_is_replaced(tmp_path, caplog):
+    proto = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    (tmp_path / "k.onnx").write_bytes(b"half an ONNX file")  # an interrupted copy by hand, a full disk
+    assert trace_cache.load(tmp_path, "k") is None and "does not load" in caplog.text
+    trace_cache.store(tmp_path, "k", proto)  # the trace that follows a miss replaces it
+    assert trace_cache.load(tmp_path, "k").SerializeToString() == proto.SerializeToString()
+    assert trace_cache.load(tmp_path, "other") is None and trace_cache.load(None, "k") is None
 
 
 def test_the_key_follows_the_weights_the_code_and_the_shapes_and_nothing_else(tmp_path, monkeypatch):
