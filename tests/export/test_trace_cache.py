@@ -71,6 +71,15 @@ def test_the_key_follows_the_weights_the_code_and_the_shapes_and_nothing_else(tm
                     ExportOptions("svt_s", out_dir=tmp_path, img_size=(64, 64), dynamic_batch=(1, 2, 4)),
                     ExportOptions("svt_s", out_dir=tmp_path, img_size=(64, 64), features=True)):
         assert trace_cache.trace_key(model, changed) != key
+    # a batch profile does not shape the graph: every dynamic-batch export is traced over one range, so one key
+    dyn = [ExportOptions("svt_s", out_dir=tmp_path, img_size=(64, 64), dynamic_batch=r)
+           for r in ((1, 2, 4), (1, 8, 8), (4, 8, 16), (1, 1, 1))]
+    assert len({trace_cache.trace_key(model, o) for o in dyn}) == 1
+    assert {trace_cache.traced_batch(o) for o in dyn} == {(2, 1, trace_cache.TRACED_BATCH_MAX)}
+    assert trace_cache.traced_batch(opts) is None
+    bigger = ExportOptions("svt_s", out_dir=tmp_path, img_size=(64, 64), dynamic_batch=(1, 8, 1 << 17))
+    assert trace_cache.traced_batch(bigger) == (2, 1, 1 << 17)  # traced over the whole profile, so its own key
+    assert trace_cache.trace_key(model, bigger) != trace_cache.trace_key(model, dyn[0])
     with torch.no_grad():
         w = next(model.parameters())
         w[0].flatten()[0] += 1e-3

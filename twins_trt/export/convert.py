@@ -95,9 +95,9 @@ def torch_to_onnx(model: Twins, path: Path, opts: ExportOptions,
 def _dims(opts: ExportOptions):
     """torch.export dynamic shapes: batch symbolic, and H/W as multiples of 32 with --dynamic-shape."""
     spec: dict[int, object] = {}
-    if opts.dynamic_batch is not None:
-        lo, _, hi = opts.dynamic_batch
-        spec[0] = torch.export.Dim("batch", min=lo, max=max(hi, 2))
+    if opts.dynamic_batch is not None:  # one range for every profile: one trace (export.trace_cache.traced_batch)
+        _, lo, hi = trace_cache.traced_batch(opts)
+        spec[0] = torch.export.Dim("batch", min=lo, max=hi)
     if opts.dynamic_shape is not None:
         (h0, w0), _, (h2, w2) = opts.dynamic_shape
         spec[2] = 32 * torch.export.Dim("h32", min=max(h0 // 32, 1), max=max(h2 // 32, 2))
@@ -106,8 +106,7 @@ def _dims(opts: ExportOptions):
 
 
 def _example_batch(opts: ExportOptions) -> int:
-    # torch.export specialises a dim whose example is 0 or 1, so dynamic exports trace at >= 2
-    return max(2, opts.dynamic_batch[1]) if opts.dynamic_batch else opts.batch
+    return trace_cache.traced_batch(opts)[0] if opts.dynamic_batch else opts.batch
 
 
 def _name_dims(model: onnx.ModelProto, opts: ExportOptions) -> None:

@@ -8,7 +8,10 @@ exporter wrote (before twins-export stamps its metadata) is kept under a key tha
   `forward` in it (a method patched at run time is new code, so a new key);
 - twins-trt's model and export code (the source files of `twins_trt.models` and `export/convert.py`);
 - the exporter: torch, onnx and onnxscript versions;
-- what shapes the trace: task, head, classes, output, features, image size, batch, dynamic dims, opset.
+- what shapes the trace: task, head, classes, output, features, image size, batch, dynamic dims, opset. A
+  dynamic batch is traced over one range whatever the profile (`traced_batch`): the graph is the same for every
+  profile (checked on svt_s: 1:8:8, 1:4:16 and 1:1:1 gave the same nodes, weights and shapes), so the exports of
+  one model at several batch profiles share one trace.
 
 Where: `$TWINS_TRT_CACHE` (a folder, or `off`), else `$XDG_CACHE_HOME/twins-trt` (`~/.cache/twins-trt`); twins-export's
 `--no-trace-cache` turns it off for one run. Entries are written atomically (two exports may race; both write the same
@@ -38,6 +41,15 @@ ENV, MAX_ENV = "TWINS_TRT_CACHE", "TWINS_TRT_CACHE_MAX_GB"
 DEFAULT_MAX_GB = 2.0
 TRACED = ("task", "seg_head", "num_classes", "seg_output", "features", "img_size", "batch", "dynamic_batch",
           "dynamic_shape", "opset")  # the ExportOptions the trace depends on (the variant is the model itself)
+TRACED_BATCH_MAX = 1 << 16  # a dynamic batch is traced over 1..this (or the profile's max where that is larger)
+
+
+def traced_batch(opts) -> tuple[int, int, int] | None:
+    """(example, min, max) of the batch torch.export traces a dynamic-batch export with; None for a static batch.
+    The example is 2: torch.export specialises a dim whose example is 0 or 1."""
+    if opts.dynamic_batch is None:
+        return None
+    return 2, 1, max(TRACED_BATCH_MAX, opts.dynamic_batch[2])
 
 
 def cache_dir(setting: str | os.PathLike | None = None) -> Path | None:
@@ -69,7 +81,10 @@ def _code_digest() -> str:
 def trace_key(model: torch.nn.Module, opts) -> str:
     """The key of `model` traced as `opts` asks (see the module docstring for what it covers)."""
     h = hashlib.sha256(_code_digest().encode())
-    h.update(json.dumps({k: getattr(opts, k, None) for k in TRACED}, default=list).encode())
+    fields = {k: getattr(opts, k, None) for k in TRACED}
+    if opts.dynamic_batch is not None:  # the profile does not shape the graph: the range it is traced over does
+        fields.update(batch=None, dynamic_batch=traced_batch(opts))
+    h.update(json.dumps(fields, default=list).encode())
     for cls in sorted({type(m) for m in model.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
         h.update(f"{cls.__module__}.{cls.__qualname__}".encode())
         code = getattr(getattr(cls, "forward", None), "__code__", None)
