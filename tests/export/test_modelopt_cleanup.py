@@ -158,19 +158,39 @@ def test_weightless_shape_inference_gives_modelopts_graphs_and_puts_modelopts_fu
 
     real = convert.typed
     monkeypatch.setattr(convert, "typed", counted)
-    upstream = mo_utils.infer_shapes
+    upstream, upstream_path = mo_utils.infer_shapes, onnx.shape_inference.infer_shapes_path
     theirs = int8(tmp_path / "theirs.int8.onnx"), _autocast(src).SerializeToString()
     assert not calls
     with weightless_shape_inference():
         assert mo_utils.infer_shapes is not upstream  # ours runs inside
+        assert onnx.shape_inference.infer_shapes_path is not upstream_path
         ours = int8(tmp_path / "ours.int8.onnx"), _autocast(src).SerializeToString()
     assert mo_utils.infer_shapes is upstream  # and ModelOpt's is back outside
-    assert len(calls) >= 2  # ModelOpt inferred shapes through ours, in both
+    assert onnx.shape_inference.infer_shapes_path is upstream_path
+    assert len(calls) >= 3  # ModelOpt inferred shapes through ours, in both, and its loader on the file
     assert b"QuantizeLinear" in ours[0]
     assert ours == theirs
     with pytest.raises(FileNotFoundError), weightless_shape_inference():
         _autocast(tmp_path / "missing.onnx")
-    assert mo_utils.infer_shapes is upstream
+    assert mo_utils.infer_shapes is upstream and onnx.shape_inference.infer_shapes_path is upstream_path
+
+
+def test_weightless_inference_on_a_file_writes_what_onnx_writes(tmp_path):
+    """ModelOpt's loader infers on its file in place: ours writes the same bytes as ONNX's, in place and to another
+    file, and a path that is not there fails as ONNX's does."""
+    from twins_trt.export.upstream import weightless_shape_inference
+
+    for name in ("theirs.onnx", "ours.onnx"):
+        _mlp(tmp_path / name)
+    onnx.shape_inference.infer_shapes_path(str(tmp_path / "theirs.onnx"))
+    with weightless_shape_inference():
+        onnx.shape_inference.infer_shapes_path(tmp_path / "ours.onnx")
+        onnx.shape_inference.infer_shapes_path(str(tmp_path / "ours.onnx"), str(tmp_path / "copy.onnx"))
+        with pytest.raises(Exception, match="missing"):
+            onnx.shape_inference.infer_shapes_path(str(tmp_path / "missing.onnx"))
+    written = (tmp_path / "theirs.onnx").read_bytes()
+    assert onnx.load(str(tmp_path / "theirs.onnx")).graph.value_info  # inference added types: not a no-op
+    assert (tmp_path / "ours.onnx").read_bytes() == written == (tmp_path / "copy.onnx").read_bytes()
 
 
 def test_vectorized_weight_scales_give_onnx_runtimes_graph_and_put_its_method_back(tmp_path, monkeypatch):
