@@ -14,8 +14,8 @@ else INT8 with the same scales", and score it on the held-out samples. Leave-one
 "only this region quantized" because it measures what the fallback search does: it starts from
 all-INT8 and takes regions out, so a region's recovery when left out ranks it directly (NNCF's
 accuracy control ranks the same way). The search then keeps the most sensitive regions in FP16,
-greedily in that order, until the budget is met; the final artifact is made by ModelOpt with
-`nodes_to_exclude` and the cached scales.
+greedily in that order, until the budget is met; the artifact written is the graph the search measured
+(ModelOpt's calibrated graph with those regions' Q/DQ removed, `export.quantized`).
 """
 
 from __future__ import annotations
