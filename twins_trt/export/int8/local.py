@@ -66,10 +66,10 @@ def local_errors(qdq: onnx.ModelProto, regions: dict[str, Region], x: np.ndarray
             xb = np.concatenate([xb, np.repeat(xb[-1:], batch - len(xb), axis=0)])
         got = dict(zip(names, session.run(None, {inp.name: xb.astype(dtype)})))
         for region, p in pairs.items():
-            for fp, q in p:
-                a, b = got[fp].astype(np.float64), got[q].astype(np.float64)
-                err[region] += float(((b - a) ** 2).sum())
-                ref[region] += float((a ** 2).sum())
+            for fp, q in p:  # both cast to float64 before the difference, in one step
+                err[region] += float((np.subtract(got[q], got[fp], dtype=np.float64) ** 2).sum())
+                if relative:
+                    ref[region] += float((got[fp].astype(np.float64) ** 2).sum())
     if relative:
         return {r: (err[r] / ref[r] if ref[r] else 0.0) if r in err else 0.0 for r in regions}
     return {r: err.get(r, 0.0) / len(x) for r in regions}
