@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import logging
-import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -219,11 +218,10 @@ def apply_scales(model: onnx.ModelProto, scales: dict[str, float]) -> int:
 
 
 def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
-            cache: dict | None, exclude: list[str] | None = None,
-            precision: str = "int8") -> tuple[onnx.ModelProto, dict, bool]:
-    """ModelOpt PTQ: per-channel weights, calibrated activations, fp16 elsewhere (TensorRT's best mix).
+            cache: dict | None, precision: str = "int8") -> tuple[onnx.ModelProto, dict, bool]:
+    """ModelOpt PTQ: per-channel weights, calibrated activations, fp16 elsewhere (TensorRT's best mix). Regions
+    kept in FP16 by a budget are taken out of the calibrated graph afterwards (`export.quantized`).
 
-    `exclude`: node names ModelOpt leaves out of INT8 (they stay FP16); their scales are simply unused.
     `precision`: ModelOpt's quantize_mode, "int8" or "fp8" (the same calibration, Q/DQ in FLOAT8E4M3FN).
     """
     from modelopt.onnx.quantization import quantize
@@ -235,7 +233,7 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
             quantize(str(src), quantize_mode=precision, calibration_data_reader=reader,
                      calibration_method=opts.calib_method, calibration_eps=["cpu"], output_path=str(dst),
                      log_level="ERROR", opset=opts.opset, direct_io_types=opts.fp16_io,
-                     nodes_to_exclude=exclude_patterns(exclude or []), **quantize_options(precision, opts))
+                     **quantize_options(precision, opts))
     except Exception as e:  # ModelOpt raises whatever its dependencies raise
         raise ExportError(f"ModelOpt {precision.upper()} quantization failed on {src.name}: {one_line(e)}") from e
     proto = onnx.load(str(dst))
@@ -244,9 +242,9 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
         if not got <= set(cache):
             # one sample gave quantized activations the cache lacks: the cache does not describe this graph, so
             # calibrate for real rather than mix cached and one-sample scales (a cache may hold more than a graph
-            # uses: FP16 regions excluded, or an INT8 cache serving FP8, which quantizes fewer tensors)
+            # uses: an INT8 cache serving FP8, which quantizes fewer tensors)
             log.info("calibration cache does not cover this graph's activations; recalibrating")
-            return to_int8(src, dst, opts, calib, None, exclude, precision)
+            return to_int8(src, dst, opts, calib, None, precision)
         apply_scales(proto, {k: cache[k] for k in got})
     set_metadata(proto, metadata_for(opts, precision))
     onnx.save(proto, str(dst))
@@ -287,8 +285,3 @@ def read_cache(path: Path, key: str) -> dict[str, float] | None:
         log.info("calibration cache %s is for other inputs; recalibrating", path)
         return None
     return {k: float(v) for k, v in data["scales"].items()}
-
-
-def exclude_patterns(nodes: list[str]) -> list[str]:
-    """ModelOpt's nodes_to_exclude are regexes matched at the start: anchor and escape each name."""
-    return [f"^{re.escape(n)}$" for n in nodes]

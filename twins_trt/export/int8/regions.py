@@ -145,7 +145,7 @@ def find_regions(fp32: onnx.ModelProto, qdq: onnx.ModelProto | None = None, by: 
     """Every MatMul/Conv/Gemm, and every other node the calibrated graph `qdq` feeds through Q/DQ (ModelOpt
     also quantizes residual Adds and LayerNorm inputs), grouped into regions: one per block and sub-layer
     kind (`layer`), or one per kind across all blocks (`kind`, a coarse and quick view). Node names are
-    those ModelOpt keeps, so a region's nodes are valid `nodes_to_exclude`."""
+    those ModelOpt keeps, so a region's nodes name the calibrated graph's nodes (`qdq.without_qdq`)."""
     if by not in ("layer", "kind"):
         raise ValueError(f"regions are grouped by 'layer' or 'kind', got {by!r}")
     macs = node_macs(fp32)
