@@ -123,6 +123,17 @@ def test_the_folder_is_trimmed_least_recently_used_first(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["mid.onnx"]
 
 
+def test_the_size_limit_comes_from_the_environment_and_a_bad_one_is_said_in_a_line(monkeypatch, caplog):
+    monkeypatch.delenv(trace_cache.MAX_ENV, raising=False)
+    assert trace_cache.max_gb() == trace_cache.DEFAULT_MAX_GB
+    monkeypatch.setenv(trace_cache.MAX_ENV, "0.5")
+    assert trace_cache.max_gb() == 0.5
+    monkeypatch.setenv(trace_cache.MAX_ENV, "lots")
+    assert trace_cache.max_gb() == trace_cache.DEFAULT_MAX_GB
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "TWINS_TRT_CACHE_MAX_GB='lots' is not a number of GB" in line and "\n" not in line
+
+
 def test_an_unwritable_cache_costs_the_next_trace_not_this_artifact(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("a file where the cache folder would be")
@@ -131,3 +142,14 @@ def test_an_unwritable_cache_costs_the_next_trace_not_this_artifact(tmp_path):
     assert trace_cache.load(blocked / "traces", "k") is None
     with pytest.raises(NotADirectoryError):
         (blocked / "traces").mkdir(parents=True)
+
+
+def test_a_read_only_entry_is_still_read(tmp_path, monkeypatch):
+    proto = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    trace_cache.store(tmp_path, "k", proto)
+
+    def refused(*args, **kwargs):  # a cache on a read-only mount: its times cannot be set
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(trace_cache.os, "utime", refused)
+    assert trace_cache.load(tmp_path, "k").SerializeToString() == proto.SerializeToString()

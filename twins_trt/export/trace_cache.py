@@ -13,7 +13,8 @@ exporter wrote (before twins-export stamps its metadata) is kept under a key tha
   profile (checked on svt_s: 1:8:8, 1:4:16 and 1:1:1 gave the same nodes, weights and shapes), so the exports of
   one model at several batch profiles share one trace.
 
-Where: `$TWINS_TRT_CACHE` (a folder, or `off`), else `$XDG_CACHE_HOME/twins-trt` (`~/.cache/twins-trt`); twins-export's
+Where: `$TWINS_TRT_CACHE` (a folder, or `off`), else `$XDG_CACHE_HOME/twins-trt/traces` (`~/.cache/twins-trt/traces`);
+twins-export's
 `--no-trace-cache` turns it off for one run. Entries are written atomically (two exports may race; both write the same
 graph), the least recently used go once the folder passes `$TWINS_TRT_CACHE_MAX_GB` (default 2), and an entry that
 does not load is traced again and replaced. A reused graph is verified against PyTorch like a fresh one.
@@ -21,6 +22,7 @@ does not load is traced again and replaced. A reused graph is verified against P
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -110,7 +112,8 @@ def load(folder: Path | None, key: str) -> onnx.ModelProto | None:
     except Exception as e:  # a truncated or foreign file: the trace runs again and replaces it
         log.warning("trace cache entry %s does not load (%s); tracing again", path, type(e).__name__)
         return None
-    os.utime(path)  # recently used: kept longest
+    with contextlib.suppress(OSError):  # a read-only cache is still read
+        os.utime(path)  # recently used: kept longest
     return proto
 
 
@@ -127,10 +130,23 @@ def store(folder: Path | None, key: str, proto: onnx.ModelProto) -> None:
         log.warning("trace cache %s not written: %s", folder, e)
 
 
+def max_gb() -> float:
+    """The folder's size limit: $TWINS_TRT_CACHE_MAX_GB, or the default (with a warning) where it is not a number."""
+    setting = os.environ.get(MAX_ENV)
+    if setting is None:
+        return DEFAULT_MAX_GB
+    try:
+        return float(setting)
+    except ValueError:
+        log.warning("%s=%r is not a number of GB; the trace cache keeps at most %g GB (set it to e.g. 4)", MAX_ENV,
+                    setting, DEFAULT_MAX_GB)
+        return DEFAULT_MAX_GB
+
+
 def trim(folder: Path, max_bytes: int | None = None) -> list[Path]:
     """Remove the least recently used entries until the folder holds at most `max_bytes`; the removed paths."""
     if max_bytes is None:
-        max_bytes = int(float(os.environ.get(MAX_ENV, DEFAULT_MAX_GB)) * 2**30)
+        max_bytes = int(max_gb() * 2**30)
     entries = []
     for p in folder.glob("*.onnx"):
         try:
