@@ -360,3 +360,61 @@ def test_unconfirmed_regions_follow_by_local_error_per_mac_share():
               bud.RegionScore("res", "residual", 1, 0.0, None, 0.5), bud.RegionScore("res2", "residual", 1, 0.0, None, 2.0),
               bud.RegionScore("measured", "peg", 1, 0.02, fig, 0.1)]
     assert [s.region for s in bud.rank(scores, bud.Budget("cosine", 0.995))] == ["measured", "res2", "res", "small", "big"]
+
+
+def test_padded_batches_run_side_by_side_in_order():
+    """`workers` chunks run at once (a barrier only two concurrent calls pass), and come back in the samples' order,
+    the short last chunk padded and its padding dropped."""
+    import threading
+
+    from twins_trt.runners.ort_runner import padded_batches, run_in_batches
+
+    both = threading.Barrier(2, timeout=30)
+    x = np.arange(5, dtype=np.float32).reshape(5, 1)
+
+    def infer(xb: np.ndarray) -> dict[str, np.ndarray]:
+        if xb[0, 0] < 4:  # the first two chunks wait for each other: run one after the other, they would time out
+            both.wait()
+        return {"y": xb * 10}
+
+    got = list(padded_batches(infer, x, 2, 2, workers=2))
+    assert [n for _, n in got] == [2, 2, 1] and got[-1][0]["y"].tolist() == [[40.0], [40.0]]
+    assert run_in_batches(lambda xb: {"y": xb * 10}, x, 2, 2, workers=2)["y"].ravel().tolist() == [0, 10, 20, 30, 40]
+
+
+def test_held_out_samples_run_on_one_thread_sessions_side_by_side_with_the_same_outputs(budgeted, monkeypatch):
+    """A batch-1 graph's held-out samples run two at a time on one-thread sessions (ONNX Runtime spreads one batch-1
+    inference over two threads poorly): every output the same, bit for bit, as one two-thread session's, in order."""
+    from twins_trt.export.int8 import budget as budget_module
+    from twins_trt.runners.ort_runner import cpu_session
+
+    graph = onnx.load(str(budgeted.artifacts["int8"]))
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    x = np.random.default_rng(1).standard_normal((4, 3, 96, 96)).astype(np.float32)
+    monkeypatch.setattr(budget_module, "cpu_threads", lambda: 2)
+    got = budget_module.run_onnx(graph, x)
+    session = cpu_session(graph, threads=2)
+    name = session.get_inputs()[0].name
+    ref = [dict(zip([o.name for o in session.get_outputs()], session.run(None, {name: x[i:i + 1]})))
+           for i in range(len(x))]
+    for k in got:
+        assert np.array_equal(got[k], np.concatenate([r[k] for r in ref]).astype(np.float32))
+
+
+def test_search_takes_k1_from_the_first_regions_leave_one_out_figures(tmp_path):
+    """k=1 is the most sensitive region left out alone: the graph sensitivity already scored. The search takes its
+    figures instead of scoring it again, and ends where a search that scores it ends."""
+    import dataclasses
+
+    fp32, qdq, regions, heldout = _quantized_chain(tmp_path)
+    all_int8 = heldout.score(qdq)
+    ranked = bud.rank(bud.sensitivity(qdq, regions, heldout, progress=False), bud.Budget("cosine", 1.0))
+    three = {n for s in ranked[:3] for n in regions[s.region].nodes}
+    budget = bud.Budget("cosine", heldout.score(bud.without_qdq(qdq, three)).cosine)
+    found = bud.search(qdq, ranked, regions, heldout, budget, all_int8, progress=False, backward=False)
+    unmeasured = [dataclasses.replace(ranked[0], figures=None), *ranked[1:]]
+    again = bud.search(qdq, unmeasured, regions, heldout, budget, all_int8, progress=False, backward=False)
+    assert found.met and 1 not in [t["fp16_regions"] for t in found.trials]
+    k1 = next(t for t in again.trials if t["fp16_regions"] == 1)
+    assert k1["cosine"] == ranked[0].figures.cosine and len(again.trials) == len(found.trials) + 1
+    assert found.fp16_regions == again.fp16_regions and found.figures == again.figures

@@ -127,7 +127,9 @@ def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, R
     of the all-quantized graph, INT8 or FP8).
 
     Greedy in sensitivity order; k is found by doubling (1, 2, 4, ...) then bisecting, so the search
-    costs about 2*log2(regions) evaluations rather than one per region. Without the budget met even
+    costs about 2*log2(regions) evaluations rather than one per region (k=1 costs none when the first region was
+    measured left out alone: that is the same graph, and its figures are taken as they are; `trials` lists the
+    graphs scored here). Without the budget met even
     with every region in FP16, the best figures reached are returned with met=False.
 
     Then a backward pass (unless `backward` is False): the chosen regions that hold MACs, the largest first, are each
@@ -140,6 +142,8 @@ def search(qdq: onnx.ModelProto, ranked: list[RegionScore], regions: dict[str, R
     order = [s.region for s in ranked]
     trials: list[dict] = []
     cache: dict[int, Figures] = {0: all_int8}
+    if ranked and ranked[0].figures is not None:  # k=1 is the first region's own leave-one-out graph: measured
+        cache[1] = ranked[0].figures
     bar = tqdm(desc="fp16 fallback search", unit="trial", disable=not progress, leave=False)
 
     def score_without(names: list[str]) -> Figures:  # these regions out of INT8 (FP8), the rest as calibrated
