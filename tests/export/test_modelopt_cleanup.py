@@ -235,3 +235,62 @@ def test_vectorized_weight_scales_give_onnx_runtimes_graph_and_put_its_method_ba
     with pytest.raises(RuntimeError, match="ModelOpt failed"), vectorized_weight_scales():
         raise RuntimeError("ModelOpt failed")
     assert qdq_quantizer.QDQQuantizer._calc_initializer_quant_params is upstream
+
+
+def test_entropy_sums_give_onnx_runtimes_thresholds(monkeypatch):
+    """ONNX Runtime's entropy threshold search and ours on histograms like calibration's (a peak with long tails,
+    empty bins, a bin count not a multiple of 128, an odd one, outliers at one end only, one at 128 bins): the same
+    thresholds, bit for bit, and ONNX Runtime's method back afterwards."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from twins_trt.export.upstream import vectorized_entropy_sums
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for bins, spread in [(128, 1.0), (2048, 1.0), (1000, 0.2), (1001, 3.0), (4096, 0.05), (512, 8.0)]:
+        data = rng.standard_t(3, size=20000).astype(np.float32) * spread
+        edge = np.float32(np.abs(data).max())
+        hist, edges = np.histogram(data, bins, range=(-edge, edge))
+        hist[rng.integers(0, bins, bins // 10)] = 0  # empty bins, as coarse calibration leaves them
+        cases.append((hist, edges.astype(np.float32), np.float32(data.min()), np.float32(data.max())))
+    hist, edges, lo, hi = cases[1]
+    cases.append((np.where(np.arange(hist.size) < hist.size // 2, 0, hist), edges, np.float32(0.0), hi))  # one-sided
+    collector = HistogramCollector("entropy", True, 128, 128, 99.99, "same")
+    upstream = HistogramCollector.get_entropy_threshold
+    theirs = [collector.get_entropy_threshold(c, 128) for c in cases]
+    # ours must not fall back on ONNX Runtime's own: its per-bin Python sum is what it replaces
+    calls = []
+    monkeypatch.setattr(HistogramCollector, "get_entropy_threshold",
+                        lambda self, *a: calls.append(a) or upstream(self, *a))
+    with vectorized_entropy_sums():
+        ours = [collector.get_entropy_threshold(c, 128) for c in cases]
+        assert HistogramCollector.get_entropy_threshold is not upstream
+    assert not calls
+    monkeypatch.undo()
+    assert HistogramCollector.get_entropy_threshold is upstream
+    for (a_lo, a_hi), (b_lo, b_hi) in zip(theirs, ours):
+        assert a_lo.dtype == b_lo.dtype and a_lo.tobytes() == b_lo.tobytes() and a_hi.tobytes() == b_hi.tobytes()
+    assert len({(float(a), float(b)) for a, b in theirs}) >= 5  # the cases pick different windows
+
+
+def test_entropy_calibrated_int8_gives_modelopts_graph(tmp_path):
+    """ModelOpt's INT8 quantization with entropy calibration over several batches (the histograms widen as they
+    merge) with all of `faster_modelopt` and without: the same graph, byte for byte."""
+    from modelopt.onnx.quantization import quantize
+
+    from twins_trt.export.upstream import faster_modelopt
+
+    src = tmp_path / "mlp.onnx"
+    _mlp(src)
+    rng = np.random.default_rng(2)
+    calib = (rng.standard_normal((6, 8, 64)) * np.linspace(0.5, 3.0, 6)[:, None, None]).astype(np.float32)
+
+    def int8(dst):
+        quantize(str(src), quantize_mode="int8", calibration_data={"x": calib}, calibration_method="entropy",
+                 calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR", high_precision_dtype="fp16")
+        return onnx.load(str(dst)).SerializeToString()
+
+    theirs = int8(tmp_path / "theirs.onnx")
+    with faster_modelopt():
+        ours = int8(tmp_path / "ours.onnx")
+    assert ours == theirs

@@ -6,7 +6,9 @@ ends, also when it raises, and is left out where the library lacks what it repla
 - `linear_consumer_lookups`: ModelOpt's consumer lookups, quadratic in the node count;
 - `weightless_shape_inference`: ONNX shape inference without copying the weights;
 - `vectorized_weight_scales`: ONNX Runtime's per-channel weight scales, one numpy pass per weight instead of one
-  Python call per channel.
+  Python call per channel;
+- `vectorized_entropy_sums`: the integer bin sums of ONNX Runtime's entropy calibration from one cumulative sum,
+  instead of a Python `sum` per quantized bin and candidate threshold.
 """
 
 from __future__ import annotations
@@ -207,7 +209,74 @@ def vectorized_weight_scales():
 
 
 @contextlib.contextmanager
+def vectorized_entropy_sums():
+    """ONNX Runtime's entropy calibration (ModelOpt's INT8 default) picks each tensor's threshold by trying every
+    symmetric window of its histogram: per window, Python `sum`s over slices of the integer histogram (the outliers
+    folded into the end bins, the window merged into 128 quantized bins, the non-empty bins counted per quantized
+    bin): 5 of a svt_s 224 quantization's 6.6 s of threshold search. While ModelOpt runs here those integer sums
+    come from one cumulative sum and reshaped slices, exact in integers, and everything in floating point is ONNX
+    Runtime's own, in the same order: the expansion of the quantized bins (the same float64 division, truncated as
+    its assignment truncates), its `smooth_distribution` and `entropy`, the first smallest divergence, the clamp to
+    the tensor's range. The same thresholds, bit for bit (tested); a histogram that is not of integers goes to ONNX
+    Runtime's own method."""
+    try:
+        from onnxruntime.quantization import calibrate
+    except ImportError:
+        yield
+        return
+    collector = getattr(calibrate, "HistogramCollector", None)
+    theirs = vars(collector).get("get_entropy_threshold") if collector is not None else None
+    if theirs is None or not all(hasattr(calibrate, f) for f in ("smooth_distribution", "entropy")):
+        yield
+        return
+
+    def get_entropy_threshold(self, histogram, num_quantized_bins):
+        hist, edges = histogram[0], histogram[1]
+        if not isinstance(hist, np.ndarray) or hist.dtype.kind not in "iu" or hist.ndim != 1:
+            return theirs(self, histogram, num_quantized_bins)
+        n, dtype = hist.size, edges.dtype
+        zero, half = n // 2, num_quantized_bins // 2
+        if zero < half or num_quantized_bins < 1:  # no window to try: ONNX Runtime's own says so
+            return theirs(self, histogram, num_quantized_bins)
+        hist = hist.astype(np.int64)
+        total = np.concatenate([[0], np.cumsum(hist)])
+        best, best_at = None, None
+        for i in range(half, zero + 1):
+            start, end = zero - i, min(zero + i + 1, n)
+            window = hist[start:end]
+            p = window.copy()
+            p[0] += total[start]
+            p[-1] += total[n] - total[end]
+            merged = window.size // num_quantized_bins
+            cut = num_quantized_bins * merged
+            quantized = window[:cut].reshape(num_quantized_bins, merged).sum(axis=1)
+            quantized[-1] += window[cut:].sum()
+            norm = (p[:cut] != 0).reshape(num_quantized_bins, merged).sum(axis=1)
+            q = np.zeros(p.size, dtype=np.int64)
+            filled = norm != 0
+            spread = np.zeros(num_quantized_bins, dtype=np.int64)
+            spread[filled] = (quantized[filled] / norm[filled]).astype(np.int64)
+            q[:cut] = np.where(np.repeat(filled, merged), np.repeat(spread, merged), 0)
+            ps, qs = calibrate.smooth_distribution(p), calibrate.smooth_distribution(q)
+            div = (np.array(np.inf, dtype=dtype) if ps is None or qs is None
+                   else np.array(calibrate.entropy(ps, qs), dtype=dtype))
+            value = np.float64(div)  # ONNX Runtime keeps the divergences in a float64 array
+            if best is None or value < best or (np.isnan(value) and not np.isnan(best)):
+                best, best_at = value, (edges[start], edges[end])
+        low, high = best_at
+        if low < histogram[2]:
+            low = histogram[2]
+        if high > histogram[3]:
+            high = histogram[3]
+        return low, high
+
+    with _swapped(collector, "get_entropy_threshold", get_entropy_threshold):
+        yield
+
+
+@contextlib.contextmanager
 def faster_modelopt():
     """All of the above, for one ModelOpt call."""
-    with linear_consumer_lookups(), weightless_shape_inference(), vectorized_weight_scales():
+    with (linear_consumer_lookups(), weightless_shape_inference(), vectorized_weight_scales(),
+          vectorized_entropy_sums()):
         yield
