@@ -135,3 +135,20 @@ def test_timm_weights_offline_without_cache_is_an_error_not_a_hang(tmp_path, mon
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(WeightsError, match="not in the Hugging Face cache.*--weights PATH"):
         create_model("svt_s", weights="timm")
+
+
+def test_a_checkpoint_is_loaded_without_initialising_first(tmp_path, timm_svt_s, monkeypatch):
+    """The strict load replaces every parameter, so the random initialisation is skipped (it was 78 s of the
+    suite's CPU); the model holds the checkpoint exactly. Without weights the initialisation still runs."""
+    import twins_trt.models.twins as twins
+
+    calls = []
+    real = twins._init_weights
+    monkeypatch.setattr(twins, "_init_weights", lambda m: calls.append(m) or real(m))
+    path = tmp_path / "ckpt.pth"
+    torch.save(timm_svt_s.state_dict(), path)
+    assert same_weights(create_model("svt_s", weights=path), timm_svt_s) and calls == []
+    with pytest.warns(UserWarning, match="RANDOM"):
+        random = create_model("svt_s", seed=0)
+    assert calls and not same_weights(random, timm_svt_s)
+    assert 0.015 < float(random.blocks[0][0].mlp.fc1.weight.std()) < 0.025  # timm's trunc_normal(std=0.02)

@@ -74,7 +74,9 @@ def create_model(
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        model = Twins(cfg, num_classes=num_classes, features=features, options=options).set_attn_impl(attn_impl)
+        # a checkpoint replaces every parameter (`load_into` is strict): no initialisation to overwrite
+        model = Twins(cfg, num_classes=num_classes, features=features, options=options,
+                      init=sd is None).set_attn_impl(attn_impl)
     if weights is None:
         warnings.warn(
             f"twins_trt: {cfg.name} has RANDOM weights; its outputs are meaningless for accuracy "

@@ -354,7 +354,9 @@ class Twins(nn.Module):
     """Twins classifier, or with ``features=True`` a backbone returning four NCHW maps (strides 4..32)."""
 
     def __init__(self, cfg: TwinsConfig, num_classes: int = 1000, features: bool = False, in_chans: int = 3,
-                 options: ForwardOptions = TIMM_FORWARD):
+                 options: ForwardOptions = TIMM_FORWARD, init: bool = True):
+        """`init`: timm's initialisation (truncated normal Linear weights, ...); False where a checkpoint replaces
+        every parameter next, as `create_model` loads one strictly (trunc_normal_ was 78 s of the suite's CPU)."""
         super().__init__()
         self.cfg = cfg
         self.options = options
@@ -381,7 +383,8 @@ class Twins(nn.Module):
         if features:  # a backbone has neither; published classifier weights drop them by name
             del self.norm
             self.head = nn.Identity()
-        self.apply(_init_weights)
+        if init:
+            self.apply(_init_weights)
 
     def set_attn_impl(self, impl: AttnImpl) -> Twins:
         if impl not in ("explicit", "sdpa"):
