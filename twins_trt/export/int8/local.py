@@ -14,7 +14,7 @@ import onnx
 
 from twins_trt.export.int8.regions import Region
 from twins_trt.qdq import qdq_source
-from twins_trt.runners.ort_runner import cpu_session
+from twins_trt.runners.ort_runner import cpu_session, padded_batches, session_infer
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -53,23 +53,16 @@ def local_errors(qdq: onnx.ModelProto, regions: dict[str, Region], x: np.ndarray
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     expose = {t for p in pairs.values() for pair in p for t in pair}
-    session = cpu_session(out, optimization=optimization, expose=expose)
-    inp = session.get_inputs()[0]
-    names = [o.name for o in session.get_outputs()]
-    dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
-    batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else 1
+    infer, batch = session_infer(cpu_session(out, optimization=optimization, expose=expose))
+    step = batch or 1  # a symbolic batch one sample at a time: every region's tensors are outputs here
     err = dict.fromkeys(pairs, 0.0)
     ref = dict.fromkeys(pairs, 0.0)
-    for start in range(0, len(x), batch):
-        xb = x[start:start + batch]
-        if len(xb) < batch:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], batch - len(xb), axis=0)])
-        got = dict(zip(names, session.run(None, {inp.name: xb.astype(dtype)})))
+    for got, n in padded_batches(infer, x, step, step):  # the padding of a short last batch is not counted
         for region, p in pairs.items():
             for fp, q in p:  # both cast to float64 before the difference, in one step
-                err[region] += float((np.subtract(got[q], got[fp], dtype=np.float64) ** 2).sum())
+                err[region] += float((np.subtract(got[q][:n], got[fp][:n], dtype=np.float64) ** 2).sum())
                 if relative:
-                    ref[region] += float((got[fp].astype(np.float64) ** 2).sum())
+                    ref[region] += float((got[fp][:n].astype(np.float64) ** 2).sum())
     if relative:
         return {r: (err[r] / ref[r] if ref[r] else 0.0) if r in err else 0.0 for r in regions}
     return {r: err.get(r, 0.0) / len(x) for r in regions}
