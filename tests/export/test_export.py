@@ -34,13 +34,16 @@ def test_fp32_export_of_every_variant(tmp_path, variant):
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 224, 224]
 
 
+REDUCED_SIZE = (96, 96)
+
+
 @pytest.fixture(scope="module", params=["svt_s"])
 def reduced(request, tmp_path_factory, photo_dir):
     """FP32 + FP16 + INT8 calibrated on real photographs, exported once (pcpvt_s: FP16 below, INT8 in
-    test_int8_budget.py)."""
+    test_int8_budget.py); at 96 px: precision, calibration and manifests do not depend on the size."""
     out = tmp_path_factory.mktemp(f"reduced_{request.param}")
     return export(out, request.param, precisions=("fp16", "int8"), calib_dir=photo_dir, calib_size=6,
-                  verify_samples=4, int8_regions="kind")
+                  verify_samples=4, int8_regions="kind", img_size=REDUCED_SIZE)
 
 
 def test_fp16_and_int8_meet_their_bounds(reduced):
@@ -100,7 +103,7 @@ def test_manifests_describe_each_artifact(reduced):
         assert manifest["precision"] == precision and manifest["variant"] == reduced.options.variant
         assert manifest["sha256"] == artifacts.sha256_file(path)
         assert manifest["verification"]["passed"] is True
-        assert manifest["inputs"][0]["shape"] == [1, 3, 224, 224]
+        assert manifest["inputs"][0]["shape"] == [1, 3, *REDUCED_SIZE]
         assert {"torch", "onnx", "nvidia-modelopt"} <= set(manifest["versions"])
         assert manifest["graph"]["forbidden_total"] == 0
     cal = json.loads(artifacts.manifest_path(reduced.artifacts["int8"]).read_text())["calibration"]
@@ -111,8 +114,9 @@ def test_calibration_cache_is_reused_when_inputs_match(reduced, photo_dir):
     if reduced.options.variant != "svt_s":
         pytest.skip("one variant is enough for the cache")
     out = reduced.options.out_dir
-    cache = json.loads((out / "svt_s.int8.calib.json").read_text())
-    again = export(out, precisions=("int8",), calib_dir=photo_dir, calib_size=6, verify_samples=4, int8_regions="kind")
+    cache = json.loads((out / "svt_s_96x96.int8.calib.json").read_text())
+    again = export(out, precisions=("int8",), calib_dir=photo_dir, calib_size=6, verify_samples=4, int8_regions="kind",
+                   img_size=REDUCED_SIZE)
     manifest = json.loads(artifacts.manifest_path(again.artifacts["int8"]).read_text())
     assert manifest["calibration"]["cache_reused"] is True
     int8 = onnx.load(str(again.artifacts["int8"]))

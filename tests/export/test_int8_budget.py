@@ -82,9 +82,12 @@ def test_sensitivity_report_is_written_beside_the_artifact(budgeted):
 
 def test_trial_graphs_take_their_int8_weights_computed_once_with_the_same_outputs(budgeted):
     """ONNX Runtime's constant folding quantizes every weight again at each session start (0.45 s of an svt_s trial's
-    0.8 s). HeldOut scores a graph with its weights quantized once instead, by ONNX Runtime's own kernel: every output
-    the same, bit for bit, for the calibrated graph and a trial graph with part of it out of INT8."""
-    from twins_trt.export.int8.budget import run_onnx, with_weights_quantized
+    0.8 s), and on x86 it fuses no signed-INT8 Q/DQ, so the weights' DequantizeLinear ran at every held-out sample
+    (half of a pcpvt_s 96x96 INT8 sample's time). HeldOut scores a graph with its weights quantized once, by ONNX
+    Runtime's own kernel, and their dequantized values fed as graph inputs (constants would get other kernels at
+    the "all" level): every output the same, bit for bit, and so the same figures, for the calibrated graph and a
+    trial graph with part of it out of INT8."""
+    from twins_trt.export.int8.budget import HeldOut, figures, run_onnx, with_weights_quantized
     from twins_trt.qdq import int8_nodes, without_qdq
 
     graph = onnx.load(str(budgeted.artifacts["int8"]))
@@ -95,13 +98,22 @@ def test_trial_graphs_take_their_int8_weights_computed_once_with_the_same_output
         return [n.output[0] for n in g.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
 
     cache: dict = {}
+    held = HeldOut(onnx.load(str(budgeted.artifacts["fp32"])), x)
     trial = without_qdq(graph, set(sorted(int8_nodes(graph))[:20]))
     for g in (graph, trial):
         folded = with_weights_quantized(g, cache)
         assert weight_quantizers(g) and not weight_quantizers(folded)
         assert {i.name for i in folded.graph.initializer} >= set(weight_quantizers(g))
-        ref, got = run_onnx(g, x), run_onnx(folded, x)
-        assert all(np.array_equal(ref[k], got[k]) for k in ref)
+        fed: dict = {}
+        both = with_weights_quantized(g, cache, dequantized=True, fed=fed)
+        quantized = set(weight_quantizers(g))
+        weight_dq = {n.output[0] for n in g.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in quantized}
+        assert fed and set(fed) <= weight_dq and set(fed) <= {i.name for i in both.graph.input}
+        assert not {n.output[0] for n in both.graph.node} & set(fed)
+        ref = run_onnx(g, x)
+        for got in (run_onnx(folded, x), run_onnx(both, x, "all", fed)):
+            assert all(np.array_equal(ref[k], got[k]) for k in ref)
+        assert held.score(g) == figures(held.reference, [ref])
     # a weight that changed is quantized again, never served from the cache
     changed = onnx.ModelProto()
     changed.CopyFrom(graph)

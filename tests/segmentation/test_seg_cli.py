@@ -100,6 +100,23 @@ def test_int8_segmentor_is_judged_on_held_out_images_at_every_profile_size(seg_e
     assert [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim][2:] == ["height", "width"]
 
 
+def test_held_out_scoring_feeds_only_weights_whose_bias_onnx_runtime_leaves_alone(seg_export):
+    """HeldOut feeds the weights' dequantized values as graph inputs (test_int8_budget), except a Conv's: with its
+    input and weight from DequantizeLinear, ONNX Runtime quantizes the Conv's bias to INT32, which a fed weight would
+    not (the FPN's 3x3 convs moved the logits by 0.011). The segmentor's outputs stay the same, bit for bit."""
+    from twins_trt.export.int8.budget import BIASED, run_onnx, with_weights_quantized
+
+    graph = onnx.load(str(seg_export / "svt_s_segfpn_dynhw.int8.onnx"))
+    dq = {n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear"}
+    biased = {n.input[1] for n in graph.graph.node if n.op_type in BIASED and len(n.input) > 2 and n.input[1] in dq}
+    fed: dict = {}
+    both = with_weights_quantized(graph, {}, dequantized=True, fed=fed)
+    assert biased and fed and not biased & set(fed) and biased <= {n.output[0] for n in both.graph.node}
+    x = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
+    ref, got = run_onnx(graph, x), run_onnx(both, x, "all", fed)
+    assert all(np.array_equal(ref[k], got[k]) for k in ref)
+
+
 def test_triton_config_has_symbolic_height_and_width(seg_export):
     config = (seg_export / "triton" / "svt_s_segfpn_dynhw_fp32" / "config.pbtxt").read_text()
     assert "dims: [ 3, -1, -1 ]" in config or "dims: [ 1, 3, -1, -1 ]" in config

@@ -166,16 +166,18 @@ def cpu_session(model, *, optimization: str | None = None, expose: set[str] | No
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def session_infer(session) -> tuple[Callable[[np.ndarray], dict[str, np.ndarray]], int | None]:
-    """(infer, static batch) of a one-input session: `infer` feeds an array in the dtype the graph declares and
-    returns every output by name, as ONNX Runtime gives it; the batch is None when the graph's is symbolic."""
+def session_infer(session, feeds: dict[str, np.ndarray] | None = None
+                  ) -> tuple[Callable[[np.ndarray], dict[str, np.ndarray]], int | None]:
+    """(infer, static batch) of a session whose first input is the image: `infer` feeds an array in the dtype the
+    graph declares and returns every output by name, as ONNX Runtime gives it; the batch is None when the graph's is
+    symbolic. `feeds`: the graph's other inputs, the same arrays at every run."""
     inp = session.get_inputs()[0]
     batch = inp.shape[0] if isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
     dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
     names = [o.name for o in session.get_outputs()]
 
     def infer(x: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(names, session.run(None, {inp.name: x.astype(dtype)})))
+        return dict(zip(names, session.run(None, {inp.name: x.astype(dtype), **(feeds or {})})))
 
     return infer, batch
 

@@ -8,6 +8,7 @@ scores any graph of the same I/O, at the optimisation level its precision's Q/DQ
 from __future__ import annotations
 
 import os
+import platform
 import re
 from dataclasses import asdict, dataclass
 
@@ -22,6 +23,8 @@ from twins_trt.runners.ort_runner import cpu_session, run_in_batches, session_in
 
 DEFAULT_INT8_BUDGET = "cosine>=0.99"
 METRICS = {"cosine": "cosine", "agreement": "top1_agreement"}
+# ONNX Runtime fuses signed-INT8 Q/DQ into integer kernels on ARM builds only (its QDQIsInt8Allowed)
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
 @dataclass(frozen=True)
@@ -150,18 +153,27 @@ class HeldOut:
         return sum(len(g) for g in self.groups)
 
     def score(self, model: onnx.ModelProto) -> Figures:
-        # at the basic level (FP8) ONNX Runtime fuses no Q/DQ: the weights' DequantizeLinear is computed once too
-        model = with_weights_quantized(model, self._weights, dequantized=self.optimization == "basic")
-        return figures(self.reference, [run_onnx(model, g, self.optimization) for g in self.groups])
+        # ONNX Runtime fuses none of these Q/DQ (FP8 runs at the basic level; ModelOpt's signed INT8 is fused on ARM
+        # builds only): the weights' DequantizeLinear is computed once too. At the "all" level its results are fed
+        # as inputs, not written in as constants: constant weights change kernels there (see with_weights_quantized)
+        dequantized = self.optimization == "basic" or X86
+        fed: dict[str, np.ndarray] | None = {} if dequantized and self.optimization == "all" else None
+        model = with_weights_quantized(model, self._weights, dequantized=dequantized, fed=fed)
+        return figures(self.reference, [run_onnx(model, g, self.optimization, fed) for g in self.groups])
 
 
-def with_weights_quantized(model: onnx.ModelProto, cache: dict | None = None,
-                           dequantized: bool = False) -> onnx.ModelProto:
+def with_weights_quantized(model: onnx.ModelProto, cache: dict | None = None, dequantized: bool = False,
+                           fed: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """`model` with each QuantizeLinear of initializers alone (the weights', INT8 or FP8) replaced by its result,
     computed by ONNX Runtime's own QuantizeLinear kernel, as ONNX Runtime's constant folding computes it when a
     session opens. `dequantized`: the weights' DequantizeLinear too, by ONNX Runtime's own kernel, for a graph run
     at the basic level, where nothing fuses it with its consumer and it runs at every inference (FP8: 91 of an
-    svt_s 96x96 sample's 209 ms).
+    svt_s 96x96 sample's 209 ms). `fed`: a dict that takes the weights' DequantizeLinear results instead, as graph
+    inputs to feed at every run (`run_onnx(..., feeds=fed)`): at the "all" level ONNX Runtime gives constant FP32
+    weights other kernels (NCHWc convolutions, pre-packed GEMMs) and the outputs change, while a fed weight, like a
+    DequantizeLinear's output, is computed as the graph has it. On x86 builds ONNX Runtime fuses no signed-INT8 Q/DQ
+    (its QDQIsInt8Allowed is false), so an INT8 graph's DequantizeLinear of weights runs at every inference: 107 of a
+    pcpvt_s 96x96 INT8 sample's 205 ms; fed, the held-out samples run 2.5-3 times faster, bit for bit the same (tested).
 
     The same outputs (tested), without that work at every session start: 0.45 s of a 0.8 s session of an svt_s
     INT8 graph, and the budget's trials each open one. `cache` keeps results between calls (the trial graphs of one
@@ -169,12 +181,19 @@ def with_weights_quantized(model: onnx.ModelProto, cache: dict | None = None,
     the ones it was computed from."""
     cache = {} if cache is None else cache
     model = _fold_on_initializers(model, "QuantizeLinear", cache)
-    return _fold_on_initializers(model, "DequantizeLinear", cache) if dequantized else model
+    return _fold_on_initializers(model, "DequantizeLinear", cache, fed) if dequantized else model
 
 
-def _fold_on_initializers(model: onnx.ModelProto, op: str, cache: dict) -> onnx.ModelProto:
+# ONNX Runtime's WeightBiasQuantization quantizes the float bias of these ops to INT32 (scale: the input's times the
+# weight's) when their input and weight come from DequantizeLinear; a fed weight would leave the bias exact
+BIASED = ("Conv", "ConvTranspose", "Gemm")
+
+
+def _fold_on_initializers(model: onnx.ModelProto, op: str, cache: dict,
+                          fed: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """`model` with each `op` node (QuantizeLinear, DequantizeLinear) of one-byte Q/DQ whose inputs are all
-    initializers replaced by its result, computed by ONNX Runtime's own kernel (see `with_weights_quantized`)."""
+    initializers replaced by its result, computed by ONNX Runtime's own kernel (see `with_weights_quantized`): an
+    initializer, or a graph input whose array goes into `fed`."""
     from onnx import helper
 
     one_byte = {t for f in FORMATS.values() for t in f.types}  # INT8, UINT8, FP8
@@ -183,6 +202,9 @@ def _fold_on_initializers(model: onnx.ModelProto, op: str, cache: dict) -> onnx.
     quantized_input = 2 if op == "QuantizeLinear" else 0  # the zero point's type, or the quantized data's
     at = [k for k, n in enumerate(nodes) if n.op_type == op and len(n.input) == 3
           and all(i in inits for i in n.input) and inits[n.input[quantized_input]].data_type in one_byte]
+    if fed is not None:  # not a weight with a bias beside it: see BIASED
+        biased = {n.input[1] for n in nodes if n.op_type in BIASED and len(n.input) > 2 and n.input[2]}
+        at = [k for k in at if nodes[k].output[0] not in biased]
     if not at:
         return model
     # per node: its cache key (kind, inputs and attributes) and the initializers it was computed from
@@ -213,20 +235,26 @@ def _fold_on_initializers(model: onnx.ModelProto, op: str, cache: dict) -> onnx.
     # ONNX Runtime hands FP8 back as its bytes (uint8): every type is written from its bytes
     for k in at:
         value = cache[keys[k]][1]
+        if fed is not None:
+            out.graph.input.append(helper.make_tensor_value_info(nodes[k].output[0], out_type[k], value.shape))
+            fed[nodes[k].output[0]] = value
+            continue
         out.graph.initializer.append(helper.make_tensor(nodes[k].output[0], out_type[k], value.shape, value.tobytes(),
                                                         raw=True))
     return out
 
 
-def run_onnx(model: onnx.ModelProto, x: np.ndarray, optimization: str = "all") -> dict[str, np.ndarray]:
+def run_onnx(model: onnx.ModelProto, x: np.ndarray, optimization: str = "all",
+             feeds: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """All samples through `model` on ONNX Runtime CPU (float32 out), in the graph's static batch if it has one;
-    `optimization` as `runners.ort_runner.cpu_session` takes it. A static batch smaller than the samples runs
-    as one one-thread session fed from `cpu_threads` threads at once (`padded_batches`): the same outputs bit
-    for bit as one session of that many threads (tested), and the budget's trials at 224 px a third faster, since
-    ONNX Runtime spreads one batch-1 inference over two threads poorly."""
+    `optimization` as `runners.ort_runner.cpu_session` takes it; `feeds`: the graph's other inputs, if any. A static
+    batch smaller than the samples runs as one one-thread session fed from `cpu_threads` threads at once
+    (`padded_batches`): the same outputs bit for bit as one session of that many threads (tested), and the budget's
+    trials at 224 px a third faster, since ONNX Runtime spreads one batch-1 inference over two threads poorly."""
     dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     static = dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
     workers = (cpu_threads() or os.cpu_count() or 1) if static and static < len(x) else 1
-    infer, batch = session_infer(cpu_session(model, optimization=optimization, threads=1 if workers > 1 else None))
+    infer, batch = session_infer(cpu_session(model, optimization=optimization, threads=1 if workers > 1 else None),
+                                 feeds)
     step = batch or len(x)
     return {n: np.asarray(v, np.float32) for n, v in run_in_batches(infer, x, step, step, workers).items()}
