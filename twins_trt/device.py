@@ -6,6 +6,7 @@ ask here, so none of them imports another to learn whether a GPU is visible.
 
 from __future__ import annotations
 
+import platform
 import sys
 from pathlib import Path
 
@@ -47,4 +48,9 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-__all__ = ["cpu_flags", "cuda_available", "require_cuda"]
+def cpu_is_x86() -> bool:
+    """Whether this is an x86 CPU (x86-64 or 32-bit), as Python's platform reports it."""
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+__all__ = ["cpu_flags", "cpu_is_x86", "cuda_available", "require_cuda"]

@@ -8,14 +8,13 @@ scores any graph of the same I/O, at the optimisation level its precision's Q/DQ
 from __future__ import annotations
 
 import os
-import platform
 import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
 
-from twins_trt.device import cpu_threads
+from twins_trt.device import cpu_is_x86, cpu_threads
 from twins_trt.errors import AccuracyBudgetError
 from twins_trt.metrics import agreement_rate, cosine_per_sample, cosine_spread, wilson
 from twins_trt.qdq import FORMATS, quant_format
@@ -23,8 +22,6 @@ from twins_trt.runners.ort_runner import cpu_session, run_in_batches, session_in
 
 DEFAULT_INT8_BUDGET = "cosine>=0.99"
 METRICS = {"cosine": "cosine", "agreement": "top1_agreement"}
-# ONNX Runtime fuses signed-INT8 Q/DQ into integer kernels on ARM builds only (its QDQIsInt8Allowed)
-X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
 @dataclass(frozen=True)
@@ -153,11 +150,12 @@ class HeldOut:
         return sum(len(g) for g in self.groups)
 
     def score(self, model: onnx.ModelProto) -> Figures:
-        # ONNX Runtime fuses none of these Q/DQ (FP8 runs at the basic level; ModelOpt's signed INT8 is fused on ARM
-        # builds only): the weights' DequantizeLinear is computed once too. At the "all" level its results are fed
-        # as inputs, not written in as constants: constant weights change kernels there (see with_weights_quantized)
-        dequantized = self.optimization == "basic" or X86
-        fed: dict[str, np.ndarray] | None = {} if dequantized and self.optimization == "all" else None
+        # ONNX Runtime fuses none of these Q/DQ into integer kernels (FP8 runs at the basic level; ModelOpt's signed
+        # INT8 is fused by ARM builds only, QDQIsInt8Allowed): the weights' DequantizeLinear is computed once too. At
+        # the "all" level its results are fed as inputs, not put in as constants (see with_weights_quantized)
+        basic = self.optimization == "basic"
+        dequantized = basic or cpu_is_x86()
+        fed: dict[str, np.ndarray] | None = None if basic or not dequantized else {}
         model = with_weights_quantized(model, self._weights, dequantized=dequantized, fed=fed)
         return figures(self.reference, [run_onnx(model, g, self.optimization, fed) for g in self.groups])
 
@@ -166,14 +164,15 @@ def with_weights_quantized(model: onnx.ModelProto, cache: dict | None = None, de
                            fed: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """`model` with each QuantizeLinear of initializers alone (the weights', INT8 or FP8) replaced by its result,
     computed by ONNX Runtime's own QuantizeLinear kernel, as ONNX Runtime's constant folding computes it when a
-    session opens. `dequantized`: the weights' DequantizeLinear too, by ONNX Runtime's own kernel, for a graph run
-    at the basic level, where nothing fuses it with its consumer and it runs at every inference (FP8: 91 of an
-    svt_s 96x96 sample's 209 ms). `fed`: a dict that takes the weights' DequantizeLinear results instead, as graph
-    inputs to feed at every run (`run_onnx(..., feeds=fed)`): at the "all" level ONNX Runtime gives constant FP32
-    weights other kernels (NCHWc convolutions, pre-packed GEMMs) and the outputs change, while a fed weight, like a
-    DequantizeLinear's output, is computed as the graph has it. On x86 builds ONNX Runtime fuses no signed-INT8 Q/DQ
-    (its QDQIsInt8Allowed is false), so an INT8 graph's DequantizeLinear of weights runs at every inference: 107 of a
-    pcpvt_s 96x96 INT8 sample's 205 ms; fed, the held-out samples run 2.5-3 times faster, bit for bit the same (tested).
+    session opens. `dequantized`: the weights' DequantizeLinear too, by ONNX Runtime's own kernel, for a graph where
+    nothing fuses it with its consumer and it runs at every inference: at the basic level (FP8: 91 of an svt_s
+    96x96 sample's 209 ms), and for signed INT8 on x86 (below). `fed`: a dict that takes the weights'
+    DequantizeLinear results instead, as graph inputs to feed at every run (`run_onnx(..., feeds=fed)`): at the
+    "all" level ONNX Runtime gives constant FP32 weights other kernels (NCHWc convolutions, pre-packed GEMMs) and
+    the outputs change, while a fed weight, like a DequantizeLinear's output, is computed as the graph has it. On
+    x86 builds ONNX Runtime fuses no signed-INT8 Q/DQ (its QDQIsInt8Allowed is false), so an INT8 graph's
+    DequantizeLinear of weights runs at every inference: 107 of a pcpvt_s 96x96 INT8 sample's 205 ms; fed, the
+    held-out samples run 2.5-3 times faster, bit for bit the same (tested).
 
     The same outputs (tested), without that work at every session start: 0.45 s of a 0.8 s session of an svt_s
     INT8 graph, and the budget's trials each open one. `cache` keeps results between calls (the trial graphs of one
