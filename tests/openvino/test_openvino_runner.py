@@ -129,16 +129,3 @@ def test_bf16_runner_follows_the_machine(classifier):
         r.infer(batch(1))
         assert "bfloat16" in str(r._last.compiled.get_property("INFERENCE_PRECISION_HINT"))
         assert r.describe()["precision_report"]["by_precision"].get("bf16", {}).get("layers", 0) >= 1
-
-
-def test_one_compilation_serves_every_shape_with_the_per_shape_outputs_and_report(classifier):
-    """per_shape=False (twins-export's check of a dynamic artifact at several shapes): one compilation of the model
-    as read serves every batch, with a per-shape runner's outputs and precision report (MACs at the shape fed)."""
-    with OpenVinoRunner(classifier, threads=1) as per, OpenVinoRunner(classifier, threads=1, per_shape=False) as once:
-        for n in (1, 3):
-            x = batch(n, seed=n)
-            np.testing.assert_allclose(once.infer(x)["logits"], per.infer(x)["logits"], rtol=1e-5, atol=1e-5)
-            assert once.precision_report().to_dict() == per.precision_report().to_dict()
-            assert once.precision_report().to_dict()["input_shape"][0] == n
-        assert len({id(c.compiled) for c in once._by_shape.values()}) == 1
-        assert len({id(c.compiled) for c in per._by_shape.values()}) == 2

@@ -25,7 +25,7 @@ def check_export_artifact(onnx_path: Path, precision: str, model, opts, images,
     if not ok:
         return None
     say(f"verifying {precision} on {version} CPU (f32 hint) against PyTorch fp32")
-    runner = OpenVinoRunner(onnx_path, "f32", name="openvino", per_shape=False)  # one compilation, every shape
+    runner = OpenVinoRunner(onnx_path, "f32", name="openvino")
     try:
         ver = verify_artifact(onnx_path, precision, model, opts, images, runner=runner, **verify_kwargs)
         rep = runner.precision_report()

@@ -3,9 +3,7 @@
 OpenVINO reads the ONNX as it is, turns Q/DQ pairs into INT8 kernels and, given the bf16 hint on a
 CPU with bf16 arithmetic, runs an FP32 graph in bf16. The model is compiled once per input shape
 (reshaped to that static shape, as OpenVINO recommends for speed), with the same thread count as
-ONNX Runtime and PyTorch: INFERENCE_NUM_THREADS = threads, one stream, latency hint. A runner made with
-`per_shape=False` compiles the model as read, once, for every shape its dims admit: a check at several shapes
-(twins-export's, of a dynamic artifact) then compiles once instead of once per shape.
+ONNX Runtime and PyTorch: INFERENCE_NUM_THREADS = threads, one stream, latency hint.
 """
 
 from __future__ import annotations
@@ -83,19 +81,18 @@ def bf16_status() -> tuple[bool, str]:
 
 
 class _Compiled:
-    """One input shape: the model reshaped to it, its compilation and infer request (with `per_shape` False, the
-    one compilation of the model as read and its request, shared by every shape)."""
+    """One static-shape compilation: the reshaped model, the compiled model and its infer request."""
 
-    def __init__(self, model, compiled, request=None):
+    def __init__(self, model, compiled):
         self.model = model
         self.compiled = compiled
-        self.request = request or compiled.create_infer_request()
+        self.request = compiled.create_infer_request()
         self.report = None
 
 
 class OpenVinoRunner(Runner):
     def __init__(self, onnx_path: str | os.PathLike, precision_hint: str = "f32", threads: int | None = None,
-                 name: str | None = None, per_shape: bool = True):
+                 name: str | None = None):
         if precision_hint not in PRECISION_HINTS:
             raise ValueError(f"precision_hint must be one of {', '.join(PRECISION_HINTS)}, got {precision_hint!r}")
         if threads is not None and threads < 1:
@@ -104,7 +101,6 @@ class OpenVinoRunner(Runner):
         self.precision_hint = precision_hint
         self.threads = threads
         self.device = "cpu"
-        self.per_shape = per_shape  # False: one compilation of the model as read, whatever the shape fed
         self.name = name or ("openvino" if precision_hint == "f32" else f"openvino-{precision_hint}")
         self._core = None
         self._model = None
@@ -157,25 +153,18 @@ class OpenVinoRunner(Runner):
         return cfg
 
     def compiled_for(self, shape: tuple[int, ...]) -> _Compiled:
-        """The model compiled for this input shape (compiled on first use, then reused); with `per_shape` False,
-        the one compilation of the model as read, its `model` reshaped to this shape (what the precision report
-        counts the MACs of)."""
+        """The model compiled for this input shape (compiled on first use, then reused)."""
         self.activate()
         key = tuple(int(d) for d in shape)
         if key not in self._by_shape:
             import openvino as ov
 
-            if not self._model.inputs[0].get_partial_shape().compatible(ov.PartialShape(list(key))):
-                raise ValueError(f"{self.path.name} takes input shape {self._model.inputs[0].get_partial_shape()}, "
-                                 f"got {list(key)}")
             model = self._model.clone()
+            if not model.inputs[0].get_partial_shape().compatible(ov.PartialShape(list(key))):
+                raise ValueError(f"{self.path.name} takes input shape {model.inputs[0].get_partial_shape()}, "
+                                 f"got {list(key)}")
             model.reshape({model.inputs[0]: list(key)})
-            if self.per_shape:
-                self._by_shape[key] = _Compiled(model, self._core.compile_model(model, "CPU", self.config()))
-            else:
-                once = next(iter(self._by_shape.values()), None)
-                compiled = once.compiled if once else self._core.compile_model(self._model, "CPU", self.config())
-                self._by_shape[key] = _Compiled(model, compiled, once.request if once else None)
+            self._by_shape[key] = _Compiled(model, self._core.compile_model(model, "CPU", self.config()))
         self._last = self._by_shape[key]
         return self._last
 
