@@ -82,7 +82,7 @@ def test_sensitivity_report_is_written_beside_the_artifact(budgeted):
 
 def test_trial_graphs_take_their_int8_weights_computed_once_with_the_same_outputs(budgeted):
     """ONNX Runtime's constant folding quantizes every weight again at each session start (0.45 s of an svt_s trial's
-    0.8 s), and on x86 it fuses no signed-INT8 Q/DQ, so the weights' DequantizeLinear ran at every held-out sample
+    0.8 s), and on x86 it fuses no signed-INT8 weight's DequantizeLinear, so that ran at every held-out sample
     (half of a pcpvt_s 96x96 INT8 sample's time). HeldOut scores a graph with its weights quantized once, by ONNX
     Runtime's own kernel, and their dequantized values fed as graph inputs (constants would get other kernels at
     the "all" level): every output the same, bit for bit, and so the same figures, for the calibrated graph and a

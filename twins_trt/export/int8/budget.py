@@ -150,9 +150,9 @@ class HeldOut:
         return sum(len(g) for g in self.groups)
 
     def score(self, model: onnx.ModelProto) -> Figures:
-        # ONNX Runtime fuses none of these Q/DQ into integer kernels (FP8 runs at the basic level; ModelOpt's signed
-        # INT8 is fused by ARM builds only, QDQIsInt8Allowed): the weights' DequantizeLinear is computed once too. At
-        # the "all" level its results are fed as inputs, not put in as constants (see with_weights_quantized)
+        # ONNX Runtime fuses no weight's DequantizeLinear into its consumer here (FP8 runs at the basic level; for
+        # ModelOpt's signed INT8 only ARM builds do, QDQIsInt8Allowed): it is computed once too. At the "all" level
+        # its results are fed as inputs, not put in as constants (see with_weights_quantized)
         basic = self.optimization == "basic"
         dequantized = basic or cpu_is_x86()
         fed: dict[str, np.ndarray] | None = None if basic or not dequantized else {}
@@ -170,7 +170,8 @@ def with_weights_quantized(model: onnx.ModelProto, cache: dict | None = None, de
     DequantizeLinear results instead, as graph inputs to feed at every run (`run_onnx(..., feeds=fed)`): at the
     "all" level ONNX Runtime gives constant FP32 weights other kernels (NCHWc convolutions, pre-packed GEMMs) and
     the outputs change, while a fed weight, like a DequantizeLinear's output, is computed as the graph has it. On
-    x86 builds ONNX Runtime fuses no signed-INT8 Q/DQ (its QDQIsInt8Allowed is false), so an INT8 graph's
+    x86 builds ONNX Runtime fuses no signed-INT8 weight's DequantizeLinear into its consumer (its QDQIsInt8Allowed is
+    false; its QDQ transformers still rewrite the activations' pairs, left in the graph here), so an INT8 graph's
     DequantizeLinear of weights runs at every inference: 107 of a pcpvt_s 96x96 INT8 sample's 205 ms; fed, the
     held-out samples run 2.5-3 times faster, bit for bit the same (tested).
 
