@@ -33,13 +33,16 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exports(svt_s_224, tmp_path_factory):
-    """The run's shared svt_s FP32/FP16/INT8 export (tests/conftest.py) and a backbone (--features) export."""
+    """The run's shared svt_s FP32/FP16/INT8 export (tests/conftest.py) and a backbone (--features) export at 96 px:
+    the four feature maps are built and verified alike at any size, and test_export's static features export traces
+    this same graph (one trace per run, from the run's trace cache)."""
     from twins_trt.export import ExportOptions, export_variant
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         backbone = export_variant(ExportOptions(variant="svt_s", out_dir=tmp_path_factory.mktemp("export"),
-                                                features=True, verify_samples=1, progress=False))
+                                                features=True, img_size=(96, 96), verify_samples=1,
+                                                progress=False))
     return {**svt_s_224.artifacts, "features": backbone.artifacts["fp32"]}
 
 
