@@ -1,6 +1,7 @@
 """What stands in for ModelOpt's and ONNX Runtime's slow paths while we call ModelOpt (export.upstream): the linear
 consumer lookups (AutoCast's dead-end cleanup, the redundant-cast pass), shape inference without the weights, the
-per-channel weight scales in one pass: the same graph out, byte for byte, and the libraries' own functions back
+per-channel weight scales in one pass, the entropy sums, ONNX Runtime's rewiring of only a tensor's readers, no
+re-check of the written file: the same graph out, byte for byte, and the libraries' own functions back
 afterwards."""
 
 from __future__ import annotations
@@ -291,6 +292,78 @@ def test_entropy_calibrated_int8_gives_modelopts_graph(tmp_path):
         return onnx.load(str(dst)).SerializeToString()
 
     theirs = int8(tmp_path / "theirs.onnx")
-    with faster_modelopt():
+    with faster_modelopt(tmp_path / "ours.onnx"):
         ours = int8(tmp_path / "ours.onnx")
     assert ours == theirs
+
+
+def _mlp_int8(src, dst) -> bytes:
+    from modelopt.onnx.quantization import quantize
+
+    calib = np.random.default_rng(1).standard_normal((4, 8, 64)).astype(np.float32)
+    quantize(str(src), quantize_mode="int8", calibration_data={"x": calib}, calibration_method="max",
+             calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR", high_precision_dtype="fp16")
+    return onnx.load(str(dst)).SerializeToString()
+
+
+def test_reader_only_rewiring_gives_onnx_runtimes_graph_and_puts_its_method_back(tmp_path, monkeypatch):
+    """ModelOpt's INT8 quantization of the MLP with ONNX Runtime's rewiring (every node visited per quantized
+    tensor) and with ours (only the nodes that read it): the same graph, byte for byte, from fewer visits."""
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
+    from twins_trt.export.upstream import reader_only_rewiring
+
+    src = tmp_path / "mlp.onnx"
+    _mlp(src)
+    visits: list[str] = []
+    real = ONNXModel.replace_node_input
+
+    def counted(node, old, new):
+        visits.append(node.name)
+        return real(node, old, new)
+
+    monkeypatch.setattr(ONNXModel, "replace_node_input", staticmethod(counted))
+    upstream = ONNXModel.replace_input_of_all_nodes
+    theirs = _mlp_int8(src, tmp_path / "theirs.onnx")
+    visited_by_theirs = len(visits)
+    visits.clear()
+    with reader_only_rewiring():
+        assert ONNXModel.replace_input_of_all_nodes is not upstream
+        ours = _mlp_int8(src, tmp_path / "ours.onnx")
+    assert ONNXModel.replace_input_of_all_nodes is upstream
+    assert 0 < len(visits) < visited_by_theirs  # it rewired readers, and visited fewer nodes to do it
+    assert ours == theirs
+    with pytest.raises(RuntimeError, match="quantizer failed"), reader_only_rewiring():
+        raise RuntimeError("quantizer failed")
+    assert ONNXModel.replace_input_of_all_nodes is upstream
+
+
+def test_no_recheck_of_skips_only_the_check_of_the_written_file(tmp_path, monkeypatch):
+    """ModelOpt checks its models with `onnx.checker` as it goes and, last, the file it wrote. Under
+    `no_recheck_of(that file)` the last check is skipped and every other one still runs; the same graph out, and
+    ONNX's function back afterwards, also when ModelOpt raises."""
+    from twins_trt.export.upstream import no_recheck_of
+
+    src = tmp_path / "mlp.onnx"
+    _mlp(src)
+    checked: list[str] = []
+    real = onnx.checker.check_model
+
+    def counted(model, *args, **kwargs):
+        checked.append(str(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else "model")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.checker, "check_model", counted)
+    theirs = _mlp_int8(src, tmp_path / "theirs.onnx")
+    assert str(tmp_path / "theirs.onnx") in checked and "model" in checked
+    before = checked.count("model")
+    checked.clear()
+    with no_recheck_of(tmp_path / "ours.onnx"):
+        ours = _mlp_int8(src, tmp_path / "ours.onnx")
+    assert str(tmp_path / "ours.onnx") not in checked  # the written file was not read back to be checked
+    assert checked.count("model") == before  # the checks of the models in between all ran
+    assert onnx.checker.check_model is counted
+    assert ours == theirs
+    with pytest.raises(RuntimeError, match="ModelOpt failed"), no_recheck_of(tmp_path / "x.onnx"):
+        raise RuntimeError("ModelOpt failed")
+    assert onnx.checker.check_model is counted

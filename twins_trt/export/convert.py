@@ -228,7 +228,7 @@ def to_int8(src: Path, dst: Path, opts: ExportOptions, calib: np.ndarray,
 
     data = calib[:1] if cache else calib  # cached scales: one sample only builds the Q/DQ structure
     try:
-        with quiet(), faster_modelopt():
+        with quiet(), faster_modelopt(dst):
             reader = _progress_reader(src, data, opts.progress)  # ModelOpt logs as the provider is built
             quantize(str(src), quantize_mode=precision, calibration_data_reader=reader,
                      calibration_method=opts.calib_method, calibration_eps=["cpu"], output_path=str(dst),
