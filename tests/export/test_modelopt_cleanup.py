@@ -132,24 +132,27 @@ def _mlp(path) -> onnx.ModelProto:
     return model
 
 
+def _mlp_int8(src, dst) -> onnx.ModelProto:
+    """ModelOpt's INT8 quantization of the MLP at `src` (max calibration on 4 fixed batches, FP16 elsewhere),
+    written to `dst` and read back."""
+    from modelopt.onnx.quantization import quantize
+
+    calib = np.random.default_rng(1).standard_normal((4, 8, 64)).astype(np.float32)
+    quantize(str(src), quantize_mode="int8", calibration_data={"x": calib}, calibration_method="max",
+             calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR", high_precision_dtype="fp16")
+    return onnx.load(str(dst))
+
+
 def test_weightless_shape_inference_gives_modelopts_graphs_and_puts_modelopts_function_back(tmp_path, monkeypatch):
     """ModelOpt's INT8 quantization (FP16 elsewhere) and AutoCast's FP16 conversion, each with its shape inference
     and with ours: the same graphs, byte for byte, and ours ran inside."""
     import modelopt.onnx.utils as mo_utils
-    from modelopt.onnx.quantization import quantize
 
     import twins_trt.export.upstream as convert
     from twins_trt.export.upstream import weightless_shape_inference
 
     src = tmp_path / "mlp.onnx"
     _mlp(src)
-    calib = np.random.default_rng(1).standard_normal((4, 1, 8, 64)).astype(np.float32)
-
-    def int8(dst):
-        quantize(str(src), quantize_mode="int8", calibration_data={"x": calib.reshape(4, 8, 64)},
-                 calibration_method="max", calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR",
-                 high_precision_dtype="fp16")
-        return onnx.load(str(dst)).SerializeToString()
 
     calls: list[bool] = []
 
@@ -160,12 +163,12 @@ def test_weightless_shape_inference_gives_modelopts_graphs_and_puts_modelopts_fu
     real = convert.typed
     monkeypatch.setattr(convert, "typed", counted)
     upstream, upstream_path = mo_utils.infer_shapes, onnx.shape_inference.infer_shapes_path
-    theirs = int8(tmp_path / "theirs.int8.onnx"), _autocast(src).SerializeToString()
+    theirs = _mlp_int8(src, tmp_path / "theirs.int8.onnx").SerializeToString(), _autocast(src).SerializeToString()
     assert not calls
     with weightless_shape_inference():
         assert mo_utils.infer_shapes is not upstream  # ours runs inside
         assert onnx.shape_inference.infer_shapes_path is not upstream_path
-        ours = int8(tmp_path / "ours.int8.onnx"), _autocast(src).SerializeToString()
+        ours = _mlp_int8(src, tmp_path / "ours.int8.onnx").SerializeToString(), _autocast(src).SerializeToString()
     assert mo_utils.infer_shapes is upstream  # and ModelOpt's is back outside
     assert onnx.shape_inference.infer_shapes_path is upstream_path
     assert len(calls) >= 3  # ModelOpt inferred shapes through ours, in both, and its loader on the file
@@ -198,19 +201,12 @@ def test_vectorized_weight_scales_give_onnx_runtimes_graph_and_put_its_method_ba
     """ModelOpt's INT8 quantization of the MLP (per-channel weights, a channel of zeros, an all-negative and an
     all-positive one) with ONNX Runtime's per-channel loop and with ours: the same graph, byte for byte; inside,
     no weight went through ONNX Runtime's per-channel call."""
-    from modelopt.onnx.quantization import quantize
     from onnxruntime.quantization import qdq_quantizer
 
     from twins_trt.export.upstream import vectorized_weight_scales
 
     src = tmp_path / "mlp.onnx"
     _mlp(src)
-    calib = np.random.default_rng(1).standard_normal((4, 8, 64)).astype(np.float32)
-
-    def int8(dst):
-        quantize(str(src), quantize_mode="int8", calibration_data={"x": calib}, calibration_method="max",
-                 calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR", high_precision_dtype="fp16")
-        return onnx.load(str(dst))
 
     sizes: list[int] = []
     real = qdq_quantizer.compute_data_quant_params
@@ -221,12 +217,12 @@ def test_vectorized_weight_scales_give_onnx_runtimes_graph_and_put_its_method_ba
 
     monkeypatch.setattr(qdq_quantizer, "compute_data_quant_params", counted)
     upstream = qdq_quantizer.QDQQuantizer._calc_initializer_quant_params
-    theirs = int8(tmp_path / "theirs.onnx")
+    theirs = _mlp_int8(src, tmp_path / "theirs.onnx")
     assert sizes.count(64) == 256 and sizes.count(256) == 64  # w1's 256 channels of 64, w2's 64 of 256
     sizes.clear()
     with vectorized_weight_scales():
         assert qdq_quantizer.QDQQuantizer._calc_initializer_quant_params is not upstream
-        ours = int8(tmp_path / "ours.onnx")
+        ours = _mlp_int8(src, tmp_path / "ours.onnx")
     assert qdq_quantizer.QDQQuantizer._calc_initializer_quant_params is upstream
     assert 64 not in sizes and 256 not in sizes  # both weights' scales came from ours
     scales = {i.name: numpy_helper.to_array(i) for i in ours.graph.initializer}
@@ -297,15 +293,6 @@ def test_entropy_calibrated_int8_gives_modelopts_graph(tmp_path):
     assert ours == theirs
 
 
-def _mlp_int8(src, dst) -> bytes:
-    from modelopt.onnx.quantization import quantize
-
-    calib = np.random.default_rng(1).standard_normal((4, 8, 64)).astype(np.float32)
-    quantize(str(src), quantize_mode="int8", calibration_data={"x": calib}, calibration_method="max",
-             calibration_eps=["cpu"], output_path=str(dst), log_level="ERROR", high_precision_dtype="fp16")
-    return onnx.load(str(dst)).SerializeToString()
-
-
 def test_reader_only_rewiring_gives_onnx_runtimes_graph_and_puts_its_method_back(tmp_path, monkeypatch):
     """ModelOpt's INT8 quantization of the MLP with ONNX Runtime's rewiring (every node visited per quantized
     tensor) and with ours (only the nodes that read it): the same graph, byte for byte, from fewer visits."""
@@ -324,12 +311,12 @@ def test_reader_only_rewiring_gives_onnx_runtimes_graph_and_puts_its_method_back
 
     monkeypatch.setattr(ONNXModel, "replace_node_input", staticmethod(counted))
     upstream = ONNXModel.replace_input_of_all_nodes
-    theirs = _mlp_int8(src, tmp_path / "theirs.onnx")
+    theirs = _mlp_int8(src, tmp_path / "theirs.onnx").SerializeToString()
     visited_by_theirs = len(visits)
     visits.clear()
     with reader_only_rewiring():
         assert ONNXModel.replace_input_of_all_nodes is not upstream
-        ours = _mlp_int8(src, tmp_path / "ours.onnx")
+        ours = _mlp_int8(src, tmp_path / "ours.onnx").SerializeToString()
     assert ONNXModel.replace_input_of_all_nodes is upstream
     assert 0 < len(visits) < visited_by_theirs  # it rewired readers, and visited fewer nodes to do it
     assert ours == theirs
@@ -354,12 +341,12 @@ def test_no_recheck_of_skips_only_the_check_of_the_written_file(tmp_path, monkey
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(onnx.checker, "check_model", counted)
-    theirs = _mlp_int8(src, tmp_path / "theirs.onnx")
+    theirs = _mlp_int8(src, tmp_path / "theirs.onnx").SerializeToString()
     assert str(tmp_path / "theirs.onnx") in checked and "model" in checked
     before = checked.count("model")
     checked.clear()
     with no_recheck_of(tmp_path / "ours.onnx"):
-        ours = _mlp_int8(src, tmp_path / "ours.onnx")
+        ours = _mlp_int8(src, tmp_path / "ours.onnx").SerializeToString()
     assert str(tmp_path / "ours.onnx") not in checked  # the written file was not read back to be checked
     assert checked.count("model") == before  # the checks of the models in between all ran
     assert onnx.checker.check_model is counted
